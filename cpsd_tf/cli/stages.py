@@ -1,0 +1,99 @@
+"""Recipe-driven stage verbs: baseline, teachers, logits, distill, evaluate, export, run, cam."""
+
+import click
+
+from cpsd_tf.errors import UserError
+
+_NOT_BUILT = {
+    "baseline": 4,
+    "teachers": 4,
+    "evaluate": 4,
+    "logits": 5,
+    "distill": 5,
+    "run": 5,
+    "export": 6,
+    "cam": 6,
+}
+
+
+def _not_built(verb):
+    raise UserError(f"'cpsd-tf {verb}' is not built yet (issue #{_NOT_BUILT[verb]})")
+
+
+def recipe_options(f):
+    """The options every recipe-driven verb takes."""
+    f = click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+        help="Override a recipe key, e.g. --set partition.k=4 (repeatable).",
+    )(f)
+    f = click.option("--run-dir", type=click.Path(file_okay=False), help="Run directory (default: the recipe's run_dir).")(f)
+    f = click.option("--recipe", required=True, type=click.Path(dir_okay=False), help="Recipe YAML.")(f)
+    return f
+
+
+@click.command("baseline")
+@recipe_options
+def baseline(recipe, run_dir, overrides):
+    """Train the full-label baseline model."""
+    _not_built("baseline")
+
+
+@click.command("teachers")
+@recipe_options
+@click.option("--only", help="Comma-separated teachers to train, e.g. cgp-1,dgp-0.")
+@click.option("--shard", help="Train the i-th of n equal shares of the teachers, e.g. 0/2.")
+def teachers(recipe, run_dir, overrides, only, shard):
+    """Train the 2k teachers of partition.json."""
+    _not_built("teachers")
+
+
+@click.command("logits")
+@recipe_options
+def logits(recipe, run_dir, overrides):
+    """Export the teachers' merged logits on the train split."""
+    _not_built("logits")
+
+
+@click.command("distill")
+@recipe_options
+def distill(recipe, run_dir, overrides):
+    """Train the student from the cached teacher logits."""
+    _not_built("distill")
+
+
+@click.command("evaluate")
+@recipe_options
+@click.option("--model", type=click.Path(), help="Model to evaluate (default: every trained model of the run).")
+@click.option("--split", help="Split to evaluate (default: the recipe's eval_splits).")
+def evaluate(recipe, run_dir, overrides, model, split):
+    """Evaluate trained models on the evaluation splits."""
+    _not_built("evaluate")
+
+
+@click.command("export")
+@recipe_options
+@click.option("--model", type=click.Path(), help="Model to export (default: the run's student).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="SavedModel base folder.")
+def export(recipe, run_dir, overrides, model, out):
+    """Export a SavedModel for TF Serving."""
+    _not_built("export")
+
+
+@click.command("run")
+@recipe_options
+def run(recipe, run_dir, overrides):
+    """Run every missing stage of a recipe in order."""
+    _not_built("run")
+
+
+@click.command("cam")
+@click.option("--model", required=True, multiple=True, type=click.Path(), help="Model (repeatable: one row each).")
+@click.option("--image", required=True, type=click.Path(dir_okay=False), help="Image file.")
+@click.option("--label", required=True, help="Class name to explain.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
+def cam(model, image, label, out):
+    """Class activation map overlay (Grad-CAM) for a label."""
+    _not_built("cam")
+
+
+COMMANDS = [baseline, teachers, logits, distill, evaluate, export, run, cam]
