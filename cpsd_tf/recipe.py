@@ -1,0 +1,170 @@
+"""Recipes: YAML files validated on load into frozen, typed config objects.
+
+A recipe is plain data. Unknown keys, wrong types and values out of range are errors naming the file,
+the key, what is allowed and what was received. `--set a.b=c` overrides any key; the value is read as
+YAML (so `4` is an int, `true` a bool, `[cgp, dgp]` a list) and then validated like the file.
+
+Example:
+    recipe = load("recipes/demo.yaml", overrides=["partition.k=4"])
+    recipe.partition.k  # 4
+"""
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from cpsd_tf import io
+from cpsd_tf.data.augment_config import AugmentConfig
+from cpsd_tf.data.scenes import ScenesConfig
+from cpsd_tf.errors import UserError
+
+RECIPE_FILE = "recipe.yaml"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Config):
+    """Where the images are and how they are fed."""
+
+    dir: str = Field(description="Data folder holding dataset.json and the shards (relative to the working directory).")
+    generator: Optional[Literal["scenes"]] = Field(
+        None, description="Build the data with this generator when `dir` holds no dataset yet."
+    )
+    scenes: ScenesConfig = ScenesConfig()
+    image_size: int = Field(224, ge=8, le=2048)
+    train_split: str = "train"
+    val_split: str = Field("val", description="Split used for model selection; never a reported split by default.")
+    eval_splits: list[str] = Field(default_factory=lambda: ["test"], min_length=1)
+    augment: AugmentConfig = AugmentConfig()
+
+
+class PartitionConfig(_Config):
+    """Label partition (paper §3.2)."""
+
+    k: int = Field(5, ge=1, description="Clusters per strategy; 2k teachers in all.")
+    tau: float = Field(2.0, gt=0, description="Smoothing exponent (paper: 3, official code: 2).")
+    strategy: Literal["spectral", "random"] = "spectral"
+    balanced: bool = False
+    seed: int = 0
+
+
+class ModelConfig(_Config):
+    """Architecture shared by baseline, teachers and student."""
+
+    backbone: str = "resnet101"
+    head: str = "linear"
+    weights: Optional[str] = Field("imagenet", description="imagenet, null (random init) or a weights file.")
+
+
+class Recipe(_Config):
+    """A whole run: data, partition, model (later issues add training and distillation keys)."""
+
+    run_dir: str = Field(description="Run directory (relative to the working directory).")
+    seed: int = 0
+    data: DataConfig
+    partition: PartitionConfig = PartitionConfig()
+    model: ModelConfig = ModelConfig()
+
+
+def _allowed_keys(model_cls, loc):
+    """Field names of the config class found at `loc` (for 'unknown key' messages)."""
+    cls = model_cls
+    for part in loc:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        cls = ann
+    return list(cls.model_fields)
+
+
+def _format_error(err, source, override_keys):
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = ".".join(str(p) for p in loc)
+    where = f"--set {key}" if key in override_keys else source
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(Recipe, loc[:-1])
+        return f"{where}: unknown key '{key}' (allowed keys here: {', '.join(allowed)})"
+    if err["type"] == "missing":
+        return f"{where}: missing required key '{key}'"
+    return f"{where}: key '{key}': {err['msg']}; received {err.get('input')!r}"
+
+
+def _set_key(tree, key, value):
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"--set {key}: '{part}' is not a section (it holds {child!r})")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text):
+    """Split `a.b=c` into ('a.b', value read as YAML)."""
+    if "=" not in text:
+        raise UserError(f"--set '{text}': expected KEY=VALUE, e.g. --set partition.k=4")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise UserError(f"--set '{text}': the key '{key}' is empty or has an empty part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def from_dict(tree, source="<recipe>", overrides=()):
+    """Validate a plain dict (plus `--set` overrides) into a `Recipe`."""
+    tree = dict(tree)
+    keys = set()
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_key(tree, key, value)
+        keys.add(key)
+    try:
+        return Recipe.model_validate(tree)
+    except pydantic.ValidationError as e:
+        raise UserError(_format_error(e.errors()[0], source, keys)) from None
+
+
+def load(path, overrides=()):
+    """Read, override and validate a recipe file; every problem is a `UserError` naming file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such recipe file")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: invalid YAML{line}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(tree, dict):
+        raise UserError(f"{path}: a recipe must be a mapping of keys, got {type(tree).__name__}")
+    return from_dict(tree, source=str(path), overrides=overrides)
+
+
+def resolve_run_dir(recipe, run_dir=None):
+    """The run directory: the `--run-dir` option if given, else the recipe's `run_dir`."""
+    return Path(run_dir) if run_dir else Path(recipe.run_dir)
+
+
+def dump(recipe) -> str:
+    """The resolved recipe as YAML text."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def write_resolved(recipe, run_dir):
+    """Write the resolved recipe (after overrides) to `<run_dir>/recipe.yaml`, atomically."""
+    path = Path(run_dir) / RECIPE_FILE
+    io.write_text(path, "# Resolved recipe (after --set overrides), written by cpsd-tf.\n" + dump(recipe))
+    return path

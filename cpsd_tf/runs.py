@@ -1,0 +1,96 @@
+"""`cpsd-tf run`: run every missing stage of a recipe, in order, skipping finished ones.
+
+Each stage is (name, is_done(recipe, run_dir), run(recipe, run_dir)). A stage's artefact appears only when
+complete, so a run interrupted anywhere and restarted redoes only the unfinished stage.
+"""
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Optional
+
+import click
+import yaml
+
+from cpsd_tf import recipe as recipe_mod
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    is_done: Callable
+    run: Optional[Callable]  # None: not built yet
+    issue: int = 0
+
+
+def _data_stage():
+    from cpsd_tf.data import prepare
+
+    return Stage("data", lambda r, d: prepare.is_done(r), lambda r, d: prepare.run(r, d))
+
+
+def _partition_stage():
+    from cpsd_tf import partition
+
+    return Stage(
+        "partition",
+        lambda r, d: (Path(d) / partition.PARTITION_FILE).is_file(),
+        lambda r, d: partition.run(r, d),
+    )
+
+
+def stages():
+    """The pipeline in order. Stages of later issues are listed so `run` can say where it stops."""
+    never = lambda r, d: False  # noqa: E731
+    return [
+        _data_stage(),
+        _partition_stage(),
+        Stage("baseline", never, None, issue=4),
+        Stage("teachers", never, None, issue=4),
+        Stage("logits", never, None, issue=5),
+        Stage("distill", never, None, issue=5),
+        Stage("evaluate", never, None, issue=5),
+    ]
+
+
+def _changed_keys(old, new, prefix=""):
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = []
+        for k in sorted(set(old) | set(new)):
+            keys += _changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        return keys
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def prepare_run_dir(recipe, run_dir):
+    """Create the run directory and write the resolved recipe; warn when it differs from an earlier one."""
+    run_dir = Path(run_dir)
+    path = run_dir / recipe_mod.RECIPE_FILE
+    if path.is_file():
+        old = yaml.safe_load(path.read_text()) or {}
+        changed = _changed_keys(old, recipe.model_dump(mode="json"))
+        if changed:
+            click.echo(
+                f"warning: {path} differs from this recipe in {', '.join(changed)}; finished stages are kept "
+                f"(delete them or use another --run-dir to redo them)",
+                err=True,
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe_mod.write_resolved(recipe, run_dir)
+
+
+def run(recipe, run_dir):
+    """Run the missing stages in order; stop at the first stage that is not built yet."""
+    prepare_run_dir(recipe, run_dir)
+    for stage in stages():
+        if stage.run is None:
+            click.echo(
+                f"[{stage.name}] not built yet (issue #{stage.issue}): the run stops here; "
+                f"finished stages are in {run_dir}"
+            )
+            return False
+        if stage.is_done(recipe, run_dir):
+            click.echo(f"[{stage.name}] done already, skipped")
+            continue
+        click.echo(f"[{stage.name}] running")
+        stage.run(recipe, run_dir)
+    return True
