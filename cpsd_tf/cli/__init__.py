@@ -4,6 +4,8 @@ User errors (`cpsd_tf.errors.UserError`, click usage errors) print one line on s
 anything else is an internal error (exit 1, with a traceback).
 """
 
+import os
+
 import click
 
 from cpsd_tf import __version__
@@ -30,4 +32,6 @@ for command in stages.COMMANDS:
 
 
 def main():
+    # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) would drown our one-line messages.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cli(prog_name="cpsd-tf")

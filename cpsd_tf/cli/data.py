@@ -2,11 +2,20 @@
 
 import click
 
-from cpsd_tf.errors import UserError
-
 _skip_invalid = click.option(
     "--skip-invalid", is_flag=True, help="Skip missing or undecodable images (and report how many) instead of failing."
 )
+
+
+def _report(summary, out):
+    """Print what a converter wrote (and, on stderr, how many invalid images it skipped)."""
+    if summary.skipped:
+        click.echo(
+            f"skipped {summary.skipped} invalid image{'s' if summary.skipped != 1 else ''} of split "
+            f"'{summary.split}' (first: {summary.first_skipped})",
+            err=True,
+        )
+    click.echo(f"Wrote {summary.count} images of split '{summary.split}' ({summary.num_classes} classes) to {out}")
 
 
 @click.group("data")
@@ -23,7 +32,12 @@ def group():
 @_skip_invalid
 def coco(annotations, images, split, out, keep_empty, skip_invalid):
     """COCO-2014 instances JSON + image folder -> TFRecord shards (classes: category names, sorted)."""
-    raise UserError("'cpsd-tf data coco' is not built yet (issue #2)")
+    from cpsd_tf.data import sources
+
+    summary = sources.convert_coco(
+        annotations, images, split, out, keep_empty=keep_empty, skip_invalid=skip_invalid
+    )
+    _report(summary, out)
 
 
 @group.command("nuswide")
@@ -32,7 +46,10 @@ def coco(annotations, images, split, out, keep_empty, skip_invalid):
 @_skip_invalid
 def nuswide(root, out, skip_invalid):
     """NUS-WIDE official layout -> TFRecord shards, splits train and test."""
-    raise UserError("'cpsd-tf data nuswide' is not built yet (issue #2)")
+    from cpsd_tf.data import sources
+
+    for summary in sources.convert_nuswide(root, out, skip_invalid=skip_invalid):
+        _report(summary, out)
 
 
 @group.command("csv")
@@ -44,7 +61,12 @@ def nuswide(root, out, skip_invalid):
 @_skip_invalid
 def csv(labels, images, split, out, classes_file, skip_invalid):
     """A CSV/JSONL list of images and labels -> TFRecord shards."""
-    raise UserError("'cpsd-tf data csv' is not built yet (issue #2)")
+    from cpsd_tf.data import sources
+
+    summary = sources.convert_label_list(
+        labels, images, split, out, classes_file=classes_file, skip_invalid=skip_invalid
+    )
+    _report(summary, out)
 
 
 @click.command("stats")
