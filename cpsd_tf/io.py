@@ -9,10 +9,11 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix=""):
+def atomic_path(path, suffix=".tmp"):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
-    Works for files and directories (an existing directory at `path` is replaced).
+    Works for files and directories (an existing directory at `path` is replaced). `suffix` ends the
+    temporary name, for writers that insist on an extension (Keras: ".keras", ".weights.h5").
 
     Example:
         with atomic_path("out/partition.json") as tmp:
@@ -20,7 +21,7 @@ def atomic_path(path, suffix=""):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     os.unlink(tmp_name)
     tmp = Path(tmp_name)

@@ -10,7 +10,7 @@ Example:
 """
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import pydantic
 import yaml
@@ -59,6 +59,65 @@ class ModelConfig(_Config):
     backbone: str = "resnet101"
     head: str = "linear"
     weights: Optional[str] = Field("imagenet", description="imagenet, null (random init) or a weights file.")
+    head_options: dict = Field(default_factory=dict, description="Head options, e.g. {hidden: 1024, depth: 3}.")
+    normalize: Literal["unit", "imagenet", "raw"] = Field(
+        "unit", description="Input scaling fed to the model; the backbones take [0, 1] RGB ('unit')."
+    )
+
+
+class LossConfig(_Config):
+    """Asymmetric Loss (paper §4.1: gamma- = 4, gamma+ = 0, clip = 0.05)."""
+
+    gamma_neg: float = Field(4.0, ge=0)
+    gamma_pos: float = Field(0.0, ge=0)
+    clip: float = Field(0.05, ge=0, lt=1)
+    normalize: bool = Field(False, description="Divide the per-image sum over classes by the number of classes.")
+
+
+class TrainConfig(_Config):
+    """Optimisation shared by baseline, teachers and student (paper §4.1 and the official code)."""
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate of the warm-up + cosine schedule.")
+    warmup: float = Field(0.2, ge=0, lt=1, description="Fraction of the steps spent warming up (one-cycle).")
+    weight_decay: float = Field(1e-4, ge=0, description="Decoupled weight decay; none on biases and norms.")
+    ema_momentum: Union[Literal["auto"], float, None] = Field(
+        "auto",
+        description="Weight EMA momentum; 'auto' = min(0.9997, 1 - 10/steps) so short runs get a usable "
+        "average (Keras' EMA has no bias correction); null = no EMA.",
+    )
+    loss: LossConfig = LossConfig()
+    mixed_precision: bool = Field(False, description="mixed_float16 (GPU); off: it does not finish on CPU.")
+    jit_compile: bool = Field(False, description="XLA; off: slower on this CPU.")
+    strategy: Literal["auto", "default", "mirrored"] = Field(
+        "auto", description="auto = MirroredStrategy when more than one GPU, else the default strategy."
+    )
+    cache: bool = Field(False, description="Keep decoded training images in memory (small data sets).")
+    shuffle_buffer: int = Field(1024, ge=0)
+    select_split: Optional[str] = Field(None, description="Split for best-epoch selection; default data.val_split.")
+
+    @pydantic.field_validator("ema_momentum")
+    @classmethod
+    def _momentum_range(cls, v):
+        if isinstance(v, float) and not 0.0 < v < 1.0:
+            raise ValueError(f"ema_momentum must be 'auto', null or in (0, 1), received {v}")
+        return v
+
+
+class BaselineConfig(_Config):
+    """The full-label model trained without distillation."""
+
+    epochs: Optional[int] = Field(None, ge=1, description="Default: train.epochs.")
+
+
+class TeachersConfig(_Config):
+    """The 2k sub-task models."""
+
+    epochs: Optional[int] = Field(None, ge=1, description="Default: train.epochs.")
+    images: Literal["all", "positive"] = Field(
+        "all", description="all: every training image (official code); positive: images with a cluster label."
+    )
 
 
 class Recipe(_Config):
@@ -69,6 +128,9 @@ class Recipe(_Config):
     data: DataConfig
     partition: PartitionConfig = PartitionConfig()
     model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    teachers: TeachersConfig = TeachersConfig()
 
 
 def _allowed_keys(model_cls, loc):
