@@ -1,0 +1,439 @@
+"""`cpsd-tf partition`: split the label set two ways, CGP and DGP (paper §3.2).
+
+From the label statistics (n_i images with class i, e_ij images with both i and j):
+
+    S_ij = e_ij / n_i  (S_ii = 0; a row with n_i = 0 is all zero)
+    P+   = (S^(1/τ) + (S^(1/τ))ᵀ) / 2      co-occurrence graph G+  (CGP)
+    P-   = 1 − P+   off the diagonal      dis-occurrence graph G- (DGP)
+
+Each graph is cut into k clusters by normalised-cut spectral clustering: the k eigenvectors of the
+normalised Laplacian I − D^-½ P D^-½ with the smallest eigenvalues (dense `scipy.linalg.eigh`, exact and
+deterministic), scaled by D^-½ as scikit-learn's `SpectralClustering` does (the official code used it;
+with τ = 2 this reproduces the official COCO CGP clusters exactly), then seeded k-means with restarts.
+
+Self-loops: the diagonal of both affinities is 0. The paper prints P- = I − P+ and the official code
+computes 1 − P+, both of which leave 1 on the diagonal of P-; the normalised Laplacian of scipy (used by
+scikit-learn and so by the official code) ignores the diagonal, so the clusters are the same either way,
+and a zero diagonal keeps the plot and the within-cluster means free of self-pairs.
+
+Classes with no positive example or that never co-occur are isolated vertices of G+ (the normalised cut
+tends to give them a CGP cluster of their own) and are joined to every class with weight 1 in G-; they
+are named on stderr but never produce NaN. Clusters are listed by their smallest class index, class
+indices ascending within a cluster.
+
+Example:
+    stats = cpsd_tf.stats.load("coco2014_train_label_stats.json")
+    result = partition_labels(stats, k=5, tau=2.0)
+    result["cgp"][0]  # class indices of the first CGP cluster
+"""
+
+import json
+import math
+import operator
+import warnings
+from pathlib import Path
+
+import click
+import numpy as np
+
+from cpsd_tf import io
+from cpsd_tf.errors import UserError
+
+PARTITION_FILE = "partition.json"
+PLOT_FILE = "partition.png"
+STATS_FILE = "stats.json"  # optional, in the data folder: used instead of reading the shards
+
+DEFAULT_K = 5  # paper §4.3 (Fig. 3, Table 3): k = 5
+DEFAULT_TAU = 2.0  # official code (partition/generate_with_adj.py); the paper's text says 3
+DEFAULT_STRATEGY = "spectral"
+DEFAULT_SEED = 0
+KMEANS_RESTARTS = 20  # as the official code (SpectralClustering(n_init=20))
+BALANCE_ITERATIONS = 100
+
+
+# === Label statistics → affinities ===
+
+
+def _warn(message):
+    click.echo(f"warning: {message}", err=True)
+
+
+def check_stats(stats, source="label statistics"):
+    """Check a label-statistics dict; return (classes, n [m], e [m, m]) as float arrays.
+
+    Every problem is a `UserError` naming `source`, the key and the offending value.
+    """
+    classes = stats.get("classes") if isinstance(stats, dict) else None
+    if not isinstance(classes, list) or not classes:
+        raise UserError(f"{source}: 'classes' must be a non-empty list of class names")
+    m = len(classes)
+    try:
+        counts = np.asarray(stats["class_counts"], dtype=np.float64)
+        cooc = np.asarray(stats["cooccurrence"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{source}: 'class_counts' and 'cooccurrence' must be numbers ({e})") from None
+    if counts.shape != (m,):
+        raise UserError(f"{source}: 'class_counts' has shape {list(counts.shape)} but there are {m} classes")
+    if cooc.shape != (m, m):
+        raise UserError(f"{source}: 'cooccurrence' must be a square {m}x{m} matrix ({m} classes), got shape {list(cooc.shape)}")
+    for key, a in (("class_counts", counts), ("cooccurrence", cooc)):
+        bad = np.argwhere(~np.isfinite(a) | (a < 0))
+        if len(bad):
+            at = "".join(f"[{i}]" for i in bad[0])
+            raise UserError(f"{source}: '{key}' must hold non-negative numbers, {key}{at} = {a[tuple(bad[0])]}")
+    asym = np.argwhere(cooc != cooc.T)
+    if len(asym):
+        i, j = asym[0]
+        raise UserError(
+            f"{source}: 'cooccurrence' must be symmetric, cooccurrence[{i}][{j}] = {cooc[i, j]:g} "
+            f"but cooccurrence[{j}][{i}] = {cooc[j, i]:g}"
+        )
+    off = cooc.copy()
+    np.fill_diagonal(off, 0)  # the diagonal is ignored (S_ii = 0)
+    over = np.argwhere(off > counts[:, None])
+    if len(over):
+        i, j = over[0]
+        raise UserError(
+            f"{source}: cooccurrence[{i}][{j}] = {off[i, j]:g} exceeds class_counts[{i}] = {counts[i]:g} "
+            f"(class '{classes[i]}')"
+        )
+    return classes, counts, off
+
+
+def _check_k_tau(k, tau, m):
+    try:
+        k = operator.index(k)
+    except TypeError:
+        raise UserError(f"k must be an integer, received {k!r}") from None
+    if not 1 <= k <= m:
+        raise UserError(f"k must be between 1 and the number of classes m = {m}, received {k}")
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau <= 0:
+        raise UserError(f"tau must be a number > 0, received {tau!r}")
+    return k, float(tau)
+
+
+def similarity(counts, cooc):
+    """S_ij = e_ij / n_i with S_ii = 0; rows of classes without positives are 0 (no NaN)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    s = np.divide(cooc, counts[:, None], out=np.zeros_like(cooc, dtype=np.float64), where=counts[:, None] > 0)
+    np.fill_diagonal(s, 0)
+    return s
+
+
+def affinities(counts, cooc, tau):
+    """The CGP and DGP affinities (P+, P-), both symmetric with a zero diagonal (see module doc)."""
+    r = similarity(counts, cooc) ** (1.0 / tau)
+    p_plus = (r + r.T) / 2
+    p_minus = 1.0 - p_plus
+    np.fill_diagonal(p_minus, 0)
+    return p_plus, p_minus
+
+
+def stats_affinities(stats, tau, source="label statistics"):
+    """(P+, P-) of a label-statistics dict."""
+    _, counts, cooc = check_stats(stats, source)
+    return affinities(counts, cooc, tau)
+
+
+# === Normalised cut ===
+
+
+def spectral_embedding(affinity, k):
+    """Rows: the m vertices embedded by the k smallest eigenvectors of the normalised Laplacian, × D^-½."""
+    import scipy.linalg
+    from scipy.sparse import csgraph
+
+    a = np.array(affinity, dtype=np.float64)
+    np.fill_diagonal(a, 0)
+    # normed=True: I − D^-½ A D^-½; an isolated vertex gets a zero row and dd = 1 (no division by 0).
+    lap, dd = csgraph.laplacian(a, normed=True, return_diag=True)
+    lap = (lap + lap.T) / 2  # exact symmetry (scipy divides by d_i and d_j in a different order)
+    _, vecs = scipy.linalg.eigh(lap, subset_by_index=[0, k - 1])
+    emb = vecs / dd[:, None]
+    # Deterministic signs (k-means does not care, but the embedding is then reproducible to inspect).
+    flip = np.sign(emb[np.argmax(np.abs(emb), axis=0), np.arange(k)])
+    return emb * np.where(flip == 0, 1, flip)
+
+
+def _fill_empty(x, labels, k):
+    """Give every empty cluster the point farthest from the centre of the largest cluster.
+
+    k-means leaves clusters empty when the embedding has fewer than k distinct rows (e.g. many classes
+    that never co-occur); a sub-task with no class would be meaningless.
+    """
+    labels = labels.copy()
+    for c in range(k):
+        if np.any(labels == c):
+            continue
+        sizes = np.bincount(labels, minlength=k)
+        big = int(np.argmax(sizes))
+        members = np.flatnonzero(labels == big)
+        d = ((x[members] - x[members].mean(axis=0)) ** 2).sum(axis=1)
+        labels[members[int(np.argmax(d))]] = c
+    return labels
+
+
+def size_bounds(m, k):
+    """Cluster-size bounds of `balanced=True`: from half to 1.5 times the mean size m/k, rounded up.
+
+    Always feasible for 1 ≤ k ≤ m. COCO, k = 5: [8, 24]. Loose enough to keep the natural CGP groups
+    (COCO within-cluster P+ 0.236 vs 0.237 unbalanced; exactly equal sizes give 0.213), tight enough to
+    rule out one-class clusters.
+    """
+    return math.ceil(m / (2 * k)), math.ceil(1.5 * m / k)
+
+
+def _constrained_assign(x, centres, min_size, max_size):
+    """Min-cost assignment of the rows of x to centres with min_size ≤ cluster size ≤ max_size.
+
+    `linear_sum_assignment` on a cost matrix with max_size columns (slots) per centre; the first min_size
+    slots of each centre carry a bonus larger than any possible saving in distance, so an optimal
+    assignment fills all of them.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    m, k = len(x), len(centres)
+    d2 = ((x[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1)
+    bonus = m * d2.max() + 1.0
+    slot_owner = np.repeat(np.arange(k), max_size)
+    mandatory = np.tile(np.arange(max_size) < min_size, k)
+    cost = d2[:, slot_owner] - bonus * mandatory
+    rows, cols = linear_sum_assignment(cost)
+    labels = np.empty(m, dtype=np.int64)
+    labels[rows] = slot_owner[cols]
+    return labels
+
+
+def _balanced_kmeans(x, centres, min_size, max_size):
+    """Size-constrained k-means (Bradley et al. 2000) started from the unconstrained centres."""
+    labels = None
+    for _ in range(BALANCE_ITERATIONS):
+        new = _constrained_assign(x, centres, min_size, max_size)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        centres = np.stack([x[labels == c].mean(axis=0) for c in range(len(centres))])
+    return labels
+
+
+def _to_clusters(labels, k):
+    clusters = [sorted(int(i) for i in np.flatnonzero(labels == c)) for c in range(k)]
+    return sorted(clusters, key=lambda c: c[0])
+
+
+def spectral_clusters(affinity, k, seed=0, balanced=False):
+    """Normalised-cut clusters of a graph: a list of k non-empty, sorted lists of vertex indices."""
+    m = len(affinity)
+    if k == 1:
+        return [list(range(m))]
+    if k == m:
+        return [[i] for i in range(m)]
+    from sklearn.cluster import KMeans
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    x = spectral_embedding(affinity, k)
+    with warnings.catch_warnings():
+        # "fewer distinct clusters than n_clusters": handled by _fill_empty below.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km = KMeans(n_clusters=k, n_init=KMEANS_RESTARTS, random_state=seed).fit(x)
+    labels = _fill_empty(x, km.labels_, k)
+    if balanced:
+        labels = _balanced_kmeans(x, km.cluster_centers_, *size_bounds(m, k))
+    return _to_clusters(labels, k)
+
+
+# === Strategies ===
+
+
+def _spectral(p_plus, p_minus, k, seed, balanced):
+    return spectral_clusters(p_plus, k, seed, balanced), spectral_clusters(p_minus, k, seed, balanced)
+
+
+def _random(p_plus, p_minus, k, seed, balanced):
+    """Two independent random partitions (CGP first, then DGP, from one generator) with sizes ⌊m/k⌋ or ⌈m/k⌉.
+
+    The random baseline of the paper's Fig. 3; two of them so a random-CPSD run has 2k teachers like the
+    real one. Always balanced (the official script cut at random points; equal sizes remove that noise).
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.arange(len(p_plus)) % k  # sizes ⌊m/k⌋ or ⌈m/k⌉, then shuffled
+    return _to_clusters(rng.permutation(labels), k), _to_clusters(rng.permutation(labels), k)
+
+
+STRATEGIES = {"spectral": _spectral, "random": _random}
+
+
+def get_strategy(name):
+    """The partition strategy called `name`; an unknown name is a `UserError` listing the choices."""
+    try:
+        return STRATEGIES[name]
+    except (KeyError, TypeError):
+        raise UserError(
+            f"unknown partition strategy {name!r}; choose one of: {', '.join(STRATEGIES)}"
+        ) from None
+
+
+# === The partition ===
+
+
+def within_cluster_mean(p_plus, clusters):
+    """Mean P+ over the unordered pairs of classes sharing a cluster (None when no cluster has a pair)."""
+    values = [p_plus[i, j] for c in clusters for a, i in enumerate(c) for j in c[a + 1 :]]
+    return float(np.mean(values)) if values else None
+
+
+def check_partition(clusters, m, k, name="partition"):
+    """Check that `clusters` holds k non-empty lists covering 0..m-1 exactly once."""
+    flat = [i for c in clusters for i in c]
+    if len(clusters) != k or any(not c for c in clusters) or sorted(flat) != list(range(m)):
+        raise UserError(f"{name}: expected {k} non-empty clusters covering classes 0..{m - 1} exactly once")
+
+
+def partition_labels(stats, k=DEFAULT_K, tau=DEFAULT_TAU, strategy=DEFAULT_STRATEGY, seed=DEFAULT_SEED,
+                     balanced=False, source="label statistics") -> dict:
+    """CGP and DGP partitions of the classes of a label-statistics dict (the partition.json contract).
+
+    Args:
+        stats: dict with `classes`, `class_counts` n_i and `cooccurrence` e_ij (symmetric; diagonal ignored).
+        k: int, clusters per strategy, 1 ≤ k ≤ m. Defaults to 5.
+        tau: float > 0, smoothing exponent of S^(1/τ). Defaults to 2.0 (official code; the paper says 3).
+        strategy: "spectral" (normalised cut, paper §3.2) or "random" (Fig. 3 baseline). Defaults to "spectral".
+        seed: int, seed of k-means (or of the random partition). Defaults to 0.
+        balanced: bool, keep every spectral cluster within `size_bounds(m, k)`. Defaults to False (paper).
+        source: str, names the statistics in error messages.
+
+    Returns:
+        `{"classes", "k", "tau", "strategy", "seed", "balanced", "cgp", "dgp", "cluster_sizes",
+        "within_cluster_cooccurrence"}`; the last is the mean P+ over within-cluster pairs of each strategy
+        (and over all pairs, for reference).
+
+    Example:
+        >>> s = {"classes": ["a", "b", "c", "d"], "class_counts": [2, 2, 2, 2],
+        ...      "cooccurrence": [[0, 2, 0, 0], [2, 0, 0, 0], [0, 0, 0, 2], [0, 0, 2, 0]]}
+        >>> partition_labels(s, k=2)["cgp"]
+        [[0, 1], [2, 3]]
+    """
+    classes, counts, cooc = check_stats(stats, source)
+    m = len(classes)
+    k, tau = _check_k_tau(k, tau, m)
+    solve = get_strategy(strategy)
+    _warn_isolated(classes, counts, cooc)
+    p_plus, p_minus = affinities(counts, cooc, tau)
+    cgp, dgp = solve(p_plus, p_minus, k, int(seed), bool(balanced))
+    for name, clusters in (("cgp", cgp), ("dgp", dgp)):
+        check_partition(clusters, m, k, f"internal error: {strategy} {name}")
+    upper = np.triu_indices(m, 1)
+    result = {
+        "classes": list(classes),
+        "k": k,
+        "tau": tau,
+        "strategy": strategy,
+        "seed": int(seed),
+        "balanced": bool(balanced),
+        "cgp": cgp,
+        "dgp": dgp,
+        "cluster_sizes": {"cgp": [len(c) for c in cgp], "dgp": [len(c) for c in dgp]},
+        "within_cluster_cooccurrence": {
+            "cgp": within_cluster_mean(p_plus, cgp),
+            "dgp": within_cluster_mean(p_plus, dgp),
+            "all_pairs": float(p_plus[upper].mean()) if m > 1 else None,
+        },
+    }
+    if balanced and strategy == "spectral":
+        result["size_bounds"] = list(size_bounds(m, k))
+    return result
+
+
+def _warn_isolated(classes, counts, cooc):
+    empty = [classes[i] for i in np.flatnonzero(counts == 0)]
+    lonely = [classes[i] for i in np.flatnonzero((counts > 0) & (cooc.sum(axis=1) == 0))]
+    if empty:
+        _warn(f"{len(empty)} class(es) without any positive example: {', '.join(map(repr, empty))} "
+              f"(isolated in the co-occurrence graph; each still gets a cluster)")
+    if lonely and len(classes) > 1:
+        _warn(f"{len(lonely)} class(es) that never co-occur with another class: {', '.join(map(repr, lonely))} "
+              f"(isolated in the co-occurrence graph)")
+
+
+def load(path) -> dict:
+    """Read and check a partition.json (the contract of DESIGN.md)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such partition file (run `cpsd-tf partition` first)")
+    try:
+        result = json.loads(path.read_text())
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    for key in ("classes", "k", "cgp", "dgp"):
+        if not isinstance(result, dict) or key not in result:
+            raise UserError(f"{path}: missing key '{key}'")
+    for name in ("cgp", "dgp"):
+        check_partition(result[name], len(result["classes"]), result["k"], f"{path}: '{name}'")
+    return result
+
+
+# === Output ===
+
+
+def describe(result) -> list:
+    """Human-readable lines: the clusters of each strategy with class names and sizes."""
+    classes = result["classes"]
+    means = result["within_cluster_cooccurrence"]
+
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    lines = []
+    for name, title in (("cgp", "CGP (co-occurrence)"), ("dgp", "DGP (dis-occurrence)")):
+        sizes = result["cluster_sizes"][name]
+        lines.append(
+            f"{title}: sizes {sizes}, mean within-cluster P+ {fmt(means[name])} (all pairs {fmt(means['all_pairs'])})"
+        )
+        for t, cluster in enumerate(result[name]):
+            lines.append(f"  {name}-{t} ({len(cluster)}): {', '.join(classes[i] for i in cluster)}")
+    return lines
+
+
+def write(result, out, stats=None, plot=None):
+    """Write partition.json atomically and, with `plot`, the PNG first (the JSON marks the stage done)."""
+    if plot is not None:
+        from cpsd_tf import partition_plot
+
+        p_plus, p_minus = stats_affinities(stats, result["tau"])
+        partition_plot.plot(plot, result, p_plus, p_minus)
+    # One key per line, each value on one line: clusters stay readable (indent=2 puts every index on a line).
+    lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in result.items()]
+    io.write_text(out, "{\n" + ",\n".join(lines) + "\n}\n")
+
+
+def _recipe_stats(recipe):
+    """The training-label statistics of a recipe's data: `<data.dir>/stats.json` if present, else the shards."""
+    from cpsd_tf import stats as stats_mod
+    from cpsd_tf.data import records
+
+    data_dir = Path(recipe.data.dir)
+    split = recipe.data.train_split
+    info = records.load_info(data_dir)
+    path = data_dir / STATS_FILE
+    if path.is_file():
+        stats = stats_mod.load(path)
+        if list(stats["classes"]) != list(info.classes):
+            raise UserError(f"{path}: its classes differ from {data_dir / records.DATASET_JSON}; delete or recompute it")
+        return stats, str(path)
+    return stats_mod.from_records(data_dir, split), f"{data_dir} ({split})"
+
+
+def run(recipe, run_dir) -> dict:
+    """The partition stage: `<run_dir>/partition.json` and `<run_dir>/partition.png` from the recipe's data."""
+    run_dir = Path(run_dir)
+    stats, source = _recipe_stats(recipe)
+    p = recipe.partition
+    result = partition_labels(stats, p.k, p.tau, p.strategy, p.seed, p.balanced, source=source)
+    write(result, run_dir / PARTITION_FILE, stats=stats, plot=run_dir / PLOT_FILE)
+    click.echo(f"Partition of {len(result['classes'])} classes from {source}: k={p.k}, tau={p.tau:g}, "
+               f"strategy={p.strategy}, seed={p.seed}, balanced={p.balanced}")
+    for line in describe(result):
+        click.echo(line)
+    click.echo(f"Wrote {run_dir / PARTITION_FILE} and {run_dir / PLOT_FILE}")
+    return result
