@@ -410,10 +410,10 @@ def write(result, out, stats=None, plot=None):
 def _recipe_stats(recipe):
     """The training-label statistics of a recipe's data: `<data.dir>/stats.json` if present, else the shards."""
     from cpsd_tf import stats as stats_mod
-    from cpsd_tf.data import records
+    from cpsd_tf.data import prepare, records
 
-    data_dir = Path(recipe.data.dir)
     split = recipe.data.train_split
+    data_dir = prepare.run(recipe, splits=[split])  # builds the data first when the recipe names a generator
     info = records.load_info(data_dir)
     path = data_dir / STATS_FILE
     if path.is_file():

@@ -385,6 +385,8 @@ def test_cli_recipe_mode_run_dir_and_errors(tmp_path):
 
 def test_run_without_stats_json_reads_the_train_split(tmp_path, monkeypatch):
     s, recipe = _recipe_setup(tmp_path, with_stats_json=False)
+    meta = tmp_path / "data" / "dataset.json"
+    meta.write_text(json.dumps({"classes": s["classes"], "splits": {"train": 10, "trainval": 12}}))
     calls = []
 
     def from_records(data_dir, split="train"):

@@ -17,8 +17,8 @@ def is_done(recipe) -> bool:
     return (Path(recipe.data.dir) / records.DATASET_JSON).is_file()
 
 
-def run(recipe, run_dir=None) -> Path:
-    """Make sure `data.dir` holds a dataset with every split the recipe needs; return its path.
+def run(recipe, run_dir=None, splits=None) -> Path:
+    """Make sure `data.dir` holds a dataset with `splits` (default: every split the recipe reads).
 
     A generated data set is built in a temporary folder and renamed into place when complete, so an
     interrupted generation leaves nothing that looks finished.
@@ -35,7 +35,7 @@ def run(recipe, run_dir=None) -> Path:
         with io.atomic_path(data_dir) as tmp:
             scenes.generate(tmp, recipe.data.scenes, seed=recipe.seed)
     info = records.load_info(data_dir)
-    missing = [s for s in required_splits(recipe) if s not in info.splits]
+    missing = [s for s in (splits or required_splits(recipe)) if s not in info.splits]
     if missing:
         raise UserError(
             f"data.dir '{data_dir}': the recipe needs split(s) {missing}, the data set has {sorted(info.splits)}"
