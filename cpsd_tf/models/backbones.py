@@ -54,18 +54,24 @@ def _application(factory, **extra):
     return build
 
 
+def _bn(name):
+    # Synchronised across replicas under a tf.distribute strategy, so multi-device training computes
+    # the same batch statistics as one device; a plain BatchNormalization without a strategy.
+    return keras.layers.BatchNormalization(synchronized=True, name=name)
+
+
 def _residual_block(x, filters, stride, name):
     """conv3x3(stride)-BN-ReLU-conv3x3-BN plus a (projected) shortcut, then ReLU."""
     layers = keras.layers
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(x)
-        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = _bn(name=f"{name}_proj_bn")(shortcut)
     y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = _bn(name=f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = _bn(name=f"{name}_bn2")(y)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(name=f"{name}_out")(y)
 
@@ -75,7 +81,7 @@ def _tiny_cnn(inputs, weights):
     del weights  # random init; files are loaded by build_backbone
     layers = keras.layers
     x = layers.Conv2D(32, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = _bn(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for i, filters in enumerate((32, 64, 128)):
         x = _residual_block(x, filters, stride=2, name=f"stage{i + 1}")
