@@ -9,6 +9,7 @@ Example:
     recipe.partition.k  # 4
 """
 
+import typing
 from pathlib import Path
 from typing import Literal, Optional, Union
 
@@ -133,15 +134,22 @@ class Recipe(_Config):
     teachers: TeachersConfig = TeachersConfig()
 
 
+def _config_class(annotation):
+    """The config class inside an annotation (`X`, `Optional[X]`), or None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _allowed_keys(model_cls, loc):
     """Field names of the config class found at `loc` (for 'unknown key' messages)."""
     cls = model_cls
     for part in loc:
         field = cls.model_fields.get(part) if isinstance(part, str) else None
-        ann = getattr(field, "annotation", None)
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        cls = _config_class(getattr(field, "annotation", None))
+        if cls is None:
             return []
-        cls = ann
     return list(cls.model_fields)
 
 

@@ -106,3 +106,9 @@ def test_resolved_recipe_written_and_reloads(tmp_path):
     assert written.name == "recipe.yaml"
     again = recipe.load(written)
     assert again == r and again.partition.k == 2
+
+
+def test_unknown_key_inside_optional_section(tmp_path):
+    path = _write(tmp_path, {**MINIMAL, "data": {"dir": "d", "augment": {"cutout": {"sise": 0.5}}}})
+    with pytest.raises(UserError, match=r"data.augment.cutout.sise.*allowed keys here: probability, size"):
+        recipe.load(path)

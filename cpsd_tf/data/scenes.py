@@ -1,0 +1,375 @@
+"""The bundled scenes benchmark (`cpsd-tf data scenes`): a small multi-label data set with strong,
+partly misleading label co-occurrence, built from scikit-learn's handwritten digits.
+
+Classes are digit x colour (30 names like "red-3"). The 30 classes are grouped into 6 fixed *scenes* of 5
+classes (`SCENES`, like "kitchen" or "street" in COCO). An image holds 2-5 coloured handwritten digits at
+random positions and sizes on a textured background, with a few flat grey patches that hide parts of
+the digits. In `train`, `val` and `test` an image draws its objects from one scene with probability
+`p_ctx`, otherwise from all classes independently; in `test_ood` every image draws its objects
+independently of the scenes. A model that leans on co-occurrence ("an occluded 7 beside red-1 and
+green-9 is blue-7") is rewarded in `test` and punished in `test_ood`.
+
+The 8x8 glyphs are split by sample: `train`/`val` render glyphs of one pool, `test`/`test_ood` of a
+disjoint pool, so test handwriting is never seen in training (`glyph_pools`). Generation is deterministic:
+the same seed and config give byte-identical records. Labels and pixels use separate random streams, so
+`sample_objects` reproduces the labels of a split without rendering it.
+
+This module does not import TensorFlow at top level (recipes import `ScenesConfig`).
+"""
+
+import io as _io
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cpsd_tf import io
+
+COLOURS = {
+    # Saturated, well separated hues: colour is meant to be easy, the digit (often occluded) hard.
+    "red": (0.90, 0.12, 0.10),
+    "green": (0.10, 0.72, 0.18),
+    "blue": (0.15, 0.30, 0.95),
+}
+CLASSES = [f"{colour}-{digit}" for colour in COLOURS for digit in range(10)]
+
+# Fixed so the benchmark does not change with the seed or the NumPy version. Chosen (a seeded permutation,
+# kept when every scene had 5 distinct digits and all 3 colours) so that look-alike classes (same colour,
+# similar digit) mostly sit in different scenes: context can then decide what pixels cannot.
+SCENES = [
+    ["green-0", "blue-4", "green-5", "red-7", "blue-8"],
+    ["blue-0", "blue-1", "green-2", "blue-3", "red-9"],
+    ["green-1", "red-2", "blue-6", "green-7", "red-8"],
+    ["red-1", "red-3", "green-6", "blue-7", "green-9"],
+    ["blue-2", "green-4", "red-5", "red-6", "green-8"],
+    ["red-0", "green-3", "red-4", "blue-5", "blue-9"],
+]
+SCENE_SIZE = 5
+
+# split name -> (random-stream id, glyph pool, drawn in context?)
+SPLITS = {
+    "train": (0, "train", True),
+    "val": (1, "train", True),
+    "test": (2, "test", True),
+    "test_ood": (3, "test", False),
+}
+# The first 70% of load_digits' rows (in file order) form the train glyph pool, the rest the test pool.
+# The file is written writer after writer, so a contiguous cut also keeps most writers apart; every digit
+# keeps >= 52 test glyphs.
+TRAIN_GLYPH_FRACTION = 0.7
+_CHUNK = 256  # images whose backgrounds are drawn in one vectorised step
+# Bump when the same config and seed would render different records (recorded in dataset.json).
+GENERATOR_VERSION = 1
+
+
+class ScenesConfig(BaseModel):
+    """Knobs of the scenes benchmark; the defaults are the regime measured in `tools/scenes_regime.py`.
+
+    Sizes given as a fraction of the canvas side scale with `image_size` (at 64 px, glyphs of 0.22-0.38
+    are 14-24 px and occluders of 0.125-0.22 are 8-14 px).
+
+    Example:
+        >>> ScenesConfig(train=500, image_size=48).test
+        2000
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: int = Field(2000, ge=1, le=1_000_000, description="Number of training images.")
+    val: int = Field(1000, ge=1, le=1_000_000, description="Number of validation images (in context, train glyphs).")
+    test: int = Field(2000, ge=1, le=1_000_000, description="Number of images in test and in test_ood each.")
+    image_size: int = Field(64, ge=16, le=512, description="Side of the square RGB canvas in pixels.")
+    objects_min: int = Field(2, ge=1, le=SCENE_SIZE, description="Fewest objects (digits) per image.")
+    objects_max: int = Field(5, ge=1, le=SCENE_SIZE, description="Most objects per image (at most a scene's 5 classes).")
+    p_ctx: float = Field(0.95, ge=0.0, le=1.0, description="Probability that a train/val/test image draws its objects from one scene.")
+    glyph_scale_min: float = Field(0.22, gt=0.0, le=1.0, description="Smallest glyph side, as a fraction of the canvas.")
+    glyph_scale_max: float = Field(0.38, gt=0.0, le=1.0, description="Largest glyph side, as a fraction of the canvas.")
+    occluders_min: int = Field(2, ge=0, le=20, description="Fewest grey occluding patches per image.")
+    occluders_max: int = Field(4, ge=0, le=20, description="Most grey occluding patches per image.")
+    occluder_scale_min: float = Field(0.125, gt=0.0, le=1.0, description="Smallest occluder side, as a fraction of the canvas.")
+    occluder_scale_max: float = Field(0.22, gt=0.0, le=1.0, description="Largest occluder side, as a fraction of the canvas.")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for low, high in (
+            ("objects_min", "objects_max"),
+            ("glyph_scale_min", "glyph_scale_max"),
+            ("occluders_min", "occluders_max"),
+            ("occluder_scale_min", "occluder_scale_max"),
+        ):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(
+                    f"{low} ({getattr(self, low)}) must be <= {high} ({getattr(self, high)})"
+                )
+        if round(self.glyph_scale_min * self.image_size) < 4:
+            raise ValueError(
+                f"glyph_scale_min ({self.glyph_scale_min}) x image_size ({self.image_size}) is under 4 px"
+            )
+        return self
+
+    def split_size(self, split: str) -> int:
+        return {"train": self.train, "val": self.val, "test": self.test, "test_ood": self.test}[split]
+
+
+# === Glyphs ===
+
+
+@lru_cache(maxsize=1)
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
+
+
+def glyph_pools() -> dict:
+    """Return {"train": row indices, "test": row indices} into `load_digits()`: disjoint, all rows used."""
+    n = len(_digits()[1])
+    cut = int(round(TRAIN_GLYPH_FRACTION * n))
+    return {"train": np.arange(cut), "test": np.arange(cut, n)}
+
+
+def _pool_by_digit(pool: str) -> list:
+    _, target = _digits()
+    rows = glyph_pools()[pool]
+    return [rows[target[rows] == d] for d in range(10)]
+
+
+@lru_cache(maxsize=64)
+def _resize_matrix(size: int, src: int = 8) -> np.ndarray:
+    """[size, src] bilinear interpolation matrix (pixel centres aligned, edges clamped)."""
+    x = (np.arange(size) + 0.5) * src / size - 0.5
+    x = np.clip(x, 0, src - 1)
+    lo = np.floor(x).astype(int)
+    hi = np.minimum(lo + 1, src - 1)
+    w = (x - lo).astype(np.float32)
+    m = np.zeros((size, src), np.float32)
+    m[np.arange(size), lo] += 1 - w
+    m[np.arange(size), hi] += w
+    return m
+
+
+# === Labels ===
+
+
+def scene_class_indices() -> np.ndarray:
+    """[6, 5] class indices of `SCENES`."""
+    index = {c: i for i, c in enumerate(CLASSES)}
+    return np.array([[index[c] for c in scene] for scene in SCENES], np.int64)
+
+
+def _rng(seed: int, split: str, stream: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), SPLITS[split][0], stream])
+
+
+def sample_objects(config: ScenesConfig, split: str, seed: int = 0, n: int | None = None):
+    """Draw the object classes of every image of a split, without rendering.
+
+    Args:
+        config: ScenesConfig.
+        split: str, one of "train", "val", "test", "test_ood".
+        seed: int, the data seed. Defaults to 0.
+        n: int or None, number of images. Defaults to the split's size in `config`.
+
+    Returns:
+        (objects, scene): a list of int arrays (class index of each object, no repeats within an image)
+        and an int array [n] with the scene an image was drawn from, -1 for an independent draw. The
+        first k images of a split are the same for any n >= k.
+
+    Example:
+        >>> objects, scene = sample_objects(ScenesConfig(), "test_ood", n=3)
+        >>> bool((scene == -1).all())
+        True
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split '{split}'; splits are {list(SPLITS)}")
+    n = config.split_size(split) if n is None else int(n)
+    rng = _rng(seed, split, 0)
+    m = len(CLASSES)
+    scenes = scene_class_indices()
+    # One row of uniforms per image, so an image's labels do not depend on how many images follow it.
+    u = rng.random((n, 3 + SCENE_SIZE + m))
+    span = config.objects_max - config.objects_min + 1
+    count = config.objects_min + np.minimum((u[:, 0] * span).astype(np.int64), span - 1)
+    in_ctx = u[:, 1] < (config.p_ctx if SPLITS[split][2] else -1.0)
+    scene = np.minimum((u[:, 2] * len(scenes)).astype(np.int64), len(scenes) - 1)
+    ctx_order = np.argsort(u[:, 3 : 3 + SCENE_SIZE], axis=1)
+    free_order = np.argsort(u[:, 3 + SCENE_SIZE :], axis=1)
+    objects = []
+    for i in range(n):
+        if in_ctx[i]:
+            objects.append(scenes[scene[i], ctx_order[i, : count[i]]])
+        else:
+            objects.append(free_order[i, : count[i]].astype(np.int64))
+    return objects, np.where(in_ctx, scene, -1)
+
+
+def multi_hot(objects, num_classes: int = len(CLASSES)) -> np.ndarray:
+    """[n, m] uint8 label matrix of per-image object class lists."""
+    y = np.zeros((len(objects), num_classes), np.uint8)
+    for i, obj in enumerate(objects):
+        y[i, obj] = 1
+    return y
+
+
+# === Rendering ===
+
+
+def _backgrounds(rng, n: int, size: int) -> np.ndarray:
+    """[n, size, size, 3] float32 textured backgrounds: a smooth colour field, a faint grating, grain."""
+    grid = 5
+    base = rng.uniform(0.35, 0.65, size=(n, 1, 1, 1))
+    field = rng.uniform(-0.12, 0.12, size=(n, grid, grid, 3))
+    r = _resize_matrix(size, grid)
+    smooth = np.einsum("ya,nabc,xb->nyxc", r, field, r, optimize=True)
+    theta = rng.uniform(0, np.pi, size=(n, 1, 1))
+    freq = rng.uniform(2.0, 6.0, size=(n, 1, 1)) / size
+    phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
+    amp = rng.uniform(0.02, 0.07, size=(n, 1, 1, 1))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    grating = np.sin(2 * np.pi * freq * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)[..., None]
+    grain = rng.normal(0.0, 0.025, size=(n, size, size, 3))
+    return (base + smooth + amp * grating + grain).astype(np.float32)
+
+
+def _place(rng, size: int, side: int, boxes: list, tries: int = 12):
+    """Pick a top-left corner for a `side` square, avoiding heavy overlap with `boxes` when possible."""
+    best, best_overlap = None, None
+    for _ in range(tries):
+        y, x = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+        overlap = 0.0
+        for by, bx, bs in boxes:
+            iy = max(0, min(y + side, by + bs) - max(y, by))
+            ix = max(0, min(x + side, bx + bs) - max(x, bx))
+            overlap = max(overlap, iy * ix / min(side, bs) ** 2)
+        if best is None or overlap < best_overlap:
+            best, best_overlap = (y, x), overlap
+        if overlap <= 0.15:
+            break
+    return best
+
+
+def _render_one(rng, canvas: np.ndarray, objects, pool_by_digit, config: ScenesConfig) -> None:
+    """Draw the objects, then the occluders, onto `canvas` [S, S, 3] in place."""
+    size = config.image_size
+    glyphs, _ = _digits()
+    g_lo = max(4, round(config.glyph_scale_min * size))
+    g_hi = max(g_lo, round(config.glyph_scale_max * size))
+    boxes = []
+    for cls in objects:
+        colour_name, digit = CLASSES[cls].split("-")
+        rows = pool_by_digit[int(digit)]
+        glyph = glyphs[rows[rng.integers(len(rows))]]
+        side = int(rng.integers(g_lo, g_hi + 1))
+        r = _resize_matrix(side)
+        alpha = np.clip(1.25 * (r @ glyph @ r.T), 0.0, 1.0)[..., None]
+        colour = np.clip(np.array(COLOURS[colour_name], np.float32) + rng.uniform(-0.08, 0.08, 3), 0, 1)
+        y, x = _place(rng, size, side, boxes)
+        region = canvas[y : y + side, x : x + side]
+        region *= 1.0 - alpha
+        region += alpha * colour.astype(np.float32)
+        boxes.append((y, x, side))
+    o_lo = max(1, round(config.occluder_scale_min * size))
+    o_hi = max(o_lo, round(config.occluder_scale_max * size))
+    n_occ = int(rng.integers(config.occluders_min, config.occluders_max + 1))
+    for _ in range(n_occ):
+        # Centred inside a random object's box, so the patch hides part of a digit rather than background.
+        by, bx, bs = boxes[int(rng.integers(len(boxes)))]
+        h, w = (int(v) for v in rng.integers(o_lo, o_hi + 1, size=2))
+        # Never wider or taller than 3/4 of the digit: one patch hides part of it, not all of it.
+        cap = max(1, int(0.75 * bs))
+        h, w = min(h, cap), min(w, cap)
+        cy = by + bs * rng.uniform(0.2, 0.8)
+        cx = bx + bs * rng.uniform(0.2, 0.8)
+        y0, x0 = max(0, int(round(cy - h / 2))), max(0, int(round(cx - w / 2)))
+        canvas[y0 : y0 + h, x0 : x0 + w] = np.float32(rng.uniform(0.3, 0.7))
+
+
+def _encode_png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = _io.BytesIO()
+    Image.fromarray(pixels, mode="RGB").save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def render_split(config: ScenesConfig, split: str, seed: int = 0, objects=None):
+    """Yield (png_bytes, image_id, labels) for every image of a split, in order."""
+    if objects is None:
+        objects, _ = sample_objects(config, split, seed)
+    rng = _rng(seed, split, 1)
+    pool_by_digit = _pool_by_digit(SPLITS[split][1])
+    size = config.image_size
+    for start in range(0, len(objects), _CHUNK):
+        chunk = objects[start : start + _CHUNK]
+        canvases = _backgrounds(rng, len(chunk), size)
+        for j, obj in enumerate(chunk):
+            _render_one(rng, canvases[j], obj, pool_by_digit, config)
+        pixels = (np.clip(canvases, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        for j, obj in enumerate(chunk):
+            yield _encode_png(pixels[j]), f"scenes-{split}-{start + j:06d}", sorted(int(c) for c in obj)
+
+
+# === Entry point ===
+
+
+def generate(out_dir, config: ScenesConfig, seed: int = 0) -> dict:
+    """Write the four splits (train, val, test, test_ood) as TFRecord shards plus `stats.json` of train.
+
+    Args:
+        out_dir: str or Path, the data folder (created if missing; an existing scenes data set there is
+            replaced split by split).
+        config: ScenesConfig, the knobs.
+        seed: int >= 0, the data seed (same seed and config, byte-identical records). Defaults to 0.
+
+    Returns:
+        {"splits": {split: size}, "seconds": {split: time}, "total_seconds": t, "classes": m}.
+
+    Example:
+        >>> generate("data/scenes", ScenesConfig(train=200, val=50, test=50), seed=0)["splits"]["test_ood"]
+        50
+    """
+    from cpsd_tf.data import records
+    from cpsd_tf.errors import UserError
+    from cpsd_tf.stats import label_stats
+
+    if int(seed) < 0:
+        raise UserError(f"seed must be >= 0, received {seed}")
+    out_dir = Path(out_dir)
+    meta = {
+        "source": "scenes",
+        "scenes": {
+            "generator_version": GENERATOR_VERSION,
+            "seed": int(seed),
+            "config": config.model_dump(),
+            "scenes": SCENES,
+            "glyph_pools": {"train_val": int(len(glyph_pools()["train"])), "test_test_ood": int(len(glyph_pools()["test"]))},
+        },
+    }
+    t_all = time.perf_counter()
+    seconds, sizes = {}, {}
+    train_objects = None
+    for split in SPLITS:
+        t0 = time.perf_counter()
+        objects, _ = sample_objects(config, split, seed)
+        if split == "train":
+            train_objects = objects
+        recs = (
+            records.Record(image=png, image_id=image_id, labels=labels)
+            for png, image_id, labels in render_split(config, split, seed, objects)
+        )
+        sizes[split] = records.write_split(
+            out_dir, split, CLASSES, recs, total=len(objects), label=f"Generating {split:<8}", extra_meta=meta
+        )
+        seconds[split] = round(time.perf_counter() - t0, 2)
+    stats = label_stats(multi_hot(train_objects), CLASSES)
+    stats["dataset"] = f"scenes seed {seed} (train)"
+    io.write_json(out_dir / "stats.json", stats, indent=None)
+    return {
+        "splits": sizes,
+        "seconds": seconds,
+        "total_seconds": round(time.perf_counter() - t_all, 2),
+        "classes": len(CLASSES),
+    }

@@ -1,0 +1,256 @@
+"""The tf.data pipeline on a tiny dataset: functions eagerly and inside `Dataset.map`, then `build`."""
+
+import io
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from cpsd_tf.data import pipeline, records
+from cpsd_tf.data.augment_config import AugmentConfig
+from cpsd_tf.errors import UserError
+
+S = 16  # image size
+CLASSES = ["a", "b", "c", "d", "e"]
+LABELS = [[], [0], [3, 4], [], [3], [0, 4], [], [4], [1, 3, 4], [2]]
+COLOR = (10, 200, 90)  # record 5: a constant-colour PNG
+# Every augmentation kind, but only a few RandAugment ops: tracing all 14 branches of `tf.switch_case` per
+# dataset costs ~1 s (each op is tested in test_augment.py).
+FULL_AUGMENT = AugmentConfig(
+    flip=True,
+    translate=0.1,
+    randaugment={"num_ops": 2, "magnitude": 9, "ops": ["rotate", "equalize", "color", "translate_x"]},
+    cutout={"probability": 0.5},
+)
+
+
+def encode(array, fmt, mode=None):
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, fmt)
+    return buf.getvalue()
+
+
+def make_images():
+    """Mixed formats, sizes and channel counts (decode must always give RGB)."""
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(len(LABELS)):
+        h, w = [(20, 24), (32, 16), (24, 24), (16, 16)][i % 4]
+        if i == 5:
+            images.append(encode(np.full((30, 20, 3), COLOR, np.uint8), "PNG"))
+        elif i == 2:
+            images.append(encode(rng.integers(0, 256, (h, w), dtype=np.uint8), "PNG"))  # grayscale
+        elif i == 3:
+            images.append(encode(rng.integers(0, 256, (h, w, 4), dtype=np.uint8), "PNG"))  # RGBA
+        else:
+            fmt = "JPEG" if i % 2 == 0 else "PNG"
+            images.append(encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), fmt))
+    return images
+
+
+@pytest.fixture(scope="module")
+def images():
+    return make_images()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, images):
+    out = tmp_path_factory.mktemp("data")
+    recs = [records.Record(image=b, image_id=f"img{i}", labels=y) for i, (b, y) in enumerate(zip(images, LABELS))]
+    records.write_split(out, "train", CLASSES, recs, examples_per_shard=4)  # 3 shards
+    return str(out)
+
+
+def multi_hot_np(labels, cols=range(len(CLASSES))):
+    return np.array([[1.0 if c in y else 0.0 for c in cols] for y in labels], np.float32)
+
+
+def collect(ds):
+    """Concatenate a `(images, targets)` or `({"image", "index"}, targets)` dataset into NumPy arrays."""
+    xs, ys, idx = [], [], []
+    for features, y in ds:
+        if isinstance(features, dict):
+            xs.append(features["image"].numpy())
+            idx.append(features["index"].numpy())
+        else:
+            xs.append(features.numpy())
+        ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ys), (np.concatenate(idx) if idx else None)
+
+
+# --- per-image functions -----------------------------------------------------------------------------
+
+
+def test_preprocess_eval_eager_and_in_map(images):
+    eager = np.stack([pipeline.preprocess_eval(tf.constant(b), S).numpy() for b in images])
+    mapped = np.stack(list(tf.data.Dataset.from_tensor_slices(images).map(lambda b: pipeline.preprocess_eval(b, S))))
+    np.testing.assert_array_equal(eager, mapped)
+    assert eager.shape == (len(images), S, S, 3) and eager.dtype == np.float32
+    assert eager.min() >= 0 and eager.max() <= 1
+    np.testing.assert_allclose(eager[5], np.broadcast_to(np.array(COLOR) / 255.0, (S, S, 3)), atol=1e-7)
+    np.testing.assert_array_equal(eager[2][..., 0], eager[2][..., 1])  # grayscale -> 3 equal channels
+    # exactly the canonical recipe: decode, bilinear resize, round to uint8, / 255
+    ref = np.asarray(Image.open(io.BytesIO(images[1])).convert("RGB"))
+    ref = np.round(tf.image.resize(ref, [S, S], method="bilinear").numpy()).clip(0, 255) / 255.0
+    np.testing.assert_allclose(eager[1], ref, atol=1e-7)
+
+
+def test_normalize_options_eager_and_in_map(images):
+    unit = pipeline.preprocess_eval(tf.constant(images[0]), S, "unit").numpy()
+    mean, std = np.array(pipeline.IMAGENET_MEAN), np.array(pipeline.IMAGENET_STD)
+    for normalize, ref in [("raw", unit * 255.0), ("imagenet", (unit - mean) / std)]:
+        eager = pipeline.preprocess_eval(tf.constant(images[0]), S, normalize).numpy()
+        ds = tf.data.Dataset.from_tensors(images[0]).map(lambda b: pipeline.preprocess_eval(b, S, normalize))
+        np.testing.assert_allclose(eager, ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(next(iter(ds)), ref, rtol=1e-5, atol=1e-5)
+    batch = np.stack([unit, unit])  # [B, S, S, 3] works too (e.g. inside an exported model)
+    np.testing.assert_allclose(pipeline.normalize_image(batch, "imagenet"), (batch - mean) / std, rtol=1e-5, atol=1e-5)
+    with pytest.raises(UserError, match="normalize"):
+        pipeline.preprocess_eval(tf.constant(images[0]), S, "zscore")
+
+
+def test_multi_hot_eager_and_in_map():
+    cases = [([], None), ([0, 3], None), ([3, 4], [4, 1, 3]), ([2], [4, 1])]
+    for labels, subset in cases:
+        fn = lambda y: pipeline.multi_hot(y, 5, subset)  # noqa: E731
+        eager = fn(tf.constant(labels, tf.int64)).numpy()
+        mapped = next(iter(tf.data.Dataset.from_tensors(tf.constant(labels, tf.int64)).map(fn))).numpy()
+        cols = subset if subset is not None else range(5)
+        np.testing.assert_array_equal(eager, multi_hot_np([labels], cols)[0])
+        np.testing.assert_array_equal(mapped, eager)
+        assert eager.dtype == np.float32
+
+
+def test_preprocess_train_is_stateless_eager_and_in_map(images):
+    cfg = AugmentConfig.model_validate({**FULL_AUGMENT.model_dump(), "crop": {"scale": (0.5, 1.0)}})
+    fn = lambda b, s: pipeline.preprocess_train(b, s, S, cfg)  # noqa: E731
+    seed = np.array([4, 2], np.int64)
+    eager = fn(tf.constant(images[0]), tf.constant(seed)).numpy()
+    mapped = next(iter(tf.data.Dataset.from_tensors((images[0], seed)).map(fn))).numpy()
+    np.testing.assert_allclose(eager, mapped, atol=1e-6)
+    assert eager.shape == (S, S, 3) and eager.dtype == np.float32 and 0 <= eager.min() and eager.max() <= 1
+    plain = pipeline.preprocess_train(tf.constant(images[0]), tf.constant(seed), S, None).numpy()
+    np.testing.assert_array_equal(plain, pipeline.preprocess_eval(tf.constant(images[0]), S).numpy())
+
+
+# --- build -------------------------------------------------------------------------------------------
+
+
+def test_eval_pipeline_order_targets_index(data_dir):
+    ds = pipeline.build(data_dir, "train", image_size=S, batch_size=4, training=False, with_index=True)
+    spec = ds.element_spec
+    assert spec[0]["image"].shape.as_list() == [None, S, S, 3] and spec[0]["image"].dtype == tf.float32
+    assert spec[0]["index"].dtype == tf.int64 and spec[1].shape.as_list() == [None, 5] and spec[1].dtype == tf.float32
+    sizes = [int(y.shape[0]) for _, y in ds]
+    assert sizes == [4, 4, 2]  # the last partial batch is kept for evaluation
+    x, y, idx = collect(ds)
+    np.testing.assert_array_equal(idx, np.arange(len(LABELS)))  # in index order
+    np.testing.assert_array_equal(y, multi_hot_np(LABELS))
+    np.testing.assert_allclose(x[5], np.broadcast_to(np.array(COLOR) / 255.0, (S, S, 3)), atol=1e-7)
+    x2, y2, _ = collect(pipeline.build(data_dir, "train", image_size=S, batch_size=3, training=False))
+    np.testing.assert_array_equal(x2, x)
+    np.testing.assert_array_equal(y2, y)
+
+
+def test_with_index_for_fit_and_logits_join(data_dir):
+    ds = pipeline.build(data_dir, "train", image_size=S, batch_size=4, training=False, with_index=True)
+    x, y, _ = collect(pipeline.for_fit(ds))
+    x_ref, y_ref, _ = collect(ds)
+    np.testing.assert_array_equal(x, x_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    table = tf.constant(np.arange(len(LABELS) * 5, dtype=np.float32).reshape(len(LABELS), 5) * 10)
+    joined = ds.map(lambda f, y: (f["image"], (y, tf.gather(table, f["index"]))))
+    for (_, (_, t)), (f, _) in zip(joined, ds):
+        np.testing.assert_array_equal(t.numpy(), table.numpy()[f["index"].numpy()])
+
+
+def test_subtask_view_remaps_columns_and_filters_positives(data_dir):
+    subset = [4, 1]
+    ds = pipeline.build(data_dir, "train", image_size=S, batch_size=4, training=False, subset=subset, with_index=True)
+    _, y, idx = collect(ds)
+    np.testing.assert_array_equal(y, multi_hot_np(LABELS, subset))
+    ds = pipeline.build(
+        data_dir, "train", image_size=S, batch_size=4, training=False, subset=subset, images="positive", with_index=True
+    )
+    _, y, idx = collect(ds)
+    keep = [i for i, labels in enumerate(LABELS) if set(labels) & set(subset)]
+    np.testing.assert_array_equal(idx, keep)
+    np.testing.assert_array_equal(y, multi_hot_np([LABELS[i] for i in keep], subset))
+    assert pipeline.num_examples(data_dir, "train", subset=subset, images="positive") == len(keep) == 4
+    assert pipeline.num_examples(data_dir, "train", subset=subset) == len(LABELS)
+    assert pipeline.num_examples(data_dir, "train", images="positive") == 7
+    index, targets = pipeline.labels_matrix(data_dir, "train", subset=subset, images="positive")
+    np.testing.assert_array_equal(index, keep)
+    np.testing.assert_array_equal(targets, y)
+
+
+def test_training_deterministic_is_reproducible_and_epochs_differ(data_dir):
+    kwargs = dict(image_size=S, batch_size=4, training=True, augment=FULL_AUGMENT, shuffle_buffer=16,
+                  deterministic=True, drop_remainder=False, with_index=True)
+    ds = pipeline.build(data_dir, "train", seed=3, **kwargs)
+    first = collect(ds)
+    second = collect(ds)  # a new iteration = a new epoch: new order, new augmentations
+    again = collect(pipeline.build(data_dir, "train", seed=3, **kwargs))
+    other = collect(pipeline.build(data_dir, "train", seed=4, **kwargs))
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(first[2]) == list(range(len(LABELS)))  # every image once per epoch
+    assert sorted(second[2]) == list(range(len(LABELS)))
+    assert not np.array_equal(first[2], second[2]) or not np.array_equal(first[0], second[0])
+    assert not np.array_equal(first[2], other[2]) or not np.array_equal(first[0], other[0])
+    x, y, idx = first
+    np.testing.assert_array_equal(y, multi_hot_np([LABELS[i] for i in idx]))  # targets follow their image
+    assert x.dtype == np.float32 and x.shape[1:] == (S, S, 3) and 0 <= x.min() and x.max() <= 1
+
+
+def test_training_repeat_drop_remainder_and_default_nondeterministic(data_dir):
+    ds = pipeline.build(data_dir, "train", image_size=S, batch_size=4, training=True, augment=FULL_AUGMENT, repeat=True)
+    assert ds.element_spec[0].shape.as_list() == [4, S, S, 3]  # static batch for training
+    batches = list(ds.take(6))  # > 1 epoch
+    assert all(int(x.shape[0]) == 4 for x, _ in batches)
+
+
+def test_cache_gives_the_same_batches(data_dir):
+    kwargs = dict(image_size=S, batch_size=4, training=False, with_index=True)
+    plain = collect(pipeline.build(data_dir, "train", **kwargs))
+    cached_ds = pipeline.build(data_dir, "train", cache=True, **kwargs)
+    for _ in range(2):  # first epoch fills the cache, second reads it
+        for a, b in zip(plain, collect(cached_ds)):
+            np.testing.assert_array_equal(a, b)
+    for augment in (FULL_AUGMENT, AugmentConfig.model_validate({**FULL_AUGMENT.model_dump(), "crop": {}})):
+        kwargs = dict(image_size=S, batch_size=4, training=True, augment=augment, deterministic=True,
+                      drop_remainder=False, with_index=True, cache=True, seed=1)
+        x, y, idx = collect(pipeline.build(data_dir, "train", **kwargs))
+        assert x.shape == (len(LABELS), S, S, 3) and sorted(idx) == list(range(len(LABELS)))
+        np.testing.assert_array_equal(y, multi_hot_np([LABELS[i] for i in idx]))
+
+
+def test_model_fit_consumes_the_dataset(data_dir):
+    ds = pipeline.build(data_dir, "train", image_size=S, batch_size=4, training=True, augment=FULL_AUGMENT, repeat=True)
+    model = keras.Sequential([keras.Input((S, S, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5)])
+    model.compile(optimizer="sgd", loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    history = model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(split="val"), "no split 'val'"),
+        (dict(subset=[0, 5]), "outside 0..4"),
+        (dict(subset=[1, 1]), "repeats"),
+        (dict(subset=[]), "empty"),
+        (dict(images="some"), "images"),
+        (dict(normalize="zscore"), "normalize"),
+    ],
+)
+def test_bad_arguments_are_user_errors(data_dir, kwargs, match):
+    kwargs = {"split": "train", **kwargs}
+    split = kwargs.pop("split")
+    with pytest.raises(UserError, match=match):
+        pipeline.build(data_dir, split, image_size=S, batch_size=4, training=False, **kwargs)
+    if "normalize" not in kwargs:
+        with pytest.raises(UserError, match=match):
+            pipeline.num_examples(data_dir, split, **kwargs)
