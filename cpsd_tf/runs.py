@@ -38,14 +38,19 @@ def _partition_stage():
     )
 
 
+def _model_stages():
+    from cpsd_tf import baseline, teachers
+
+    return [Stage("baseline", baseline.is_done, baseline.run), Stage("teachers", teachers.is_done, teachers.run)]
+
+
 def stages():
     """The pipeline in order. Stages of later issues are listed so `run` can say where it stops."""
     never = lambda r, d: False  # noqa: E731
     return [
         _data_stage(),
         _partition_stage(),
-        Stage("baseline", never, None, issue=4),
-        Stage("teachers", never, None, issue=4),
+        *_model_stages(),
         Stage("logits", never, None, issue=5),
         Stage("distill", never, None, issue=5),
         Stage("evaluate", never, None, issue=5),

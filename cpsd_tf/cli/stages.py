@@ -5,9 +5,6 @@ import click
 from cpsd_tf.errors import UserError
 
 _NOT_BUILT = {
-    "baseline": 4,
-    "teachers": 4,
-    "evaluate": 4,
     "logits": 5,
     "distill": 5,
     "run": 5,
@@ -18,6 +15,17 @@ _NOT_BUILT = {
 
 def _not_built(verb):
     raise UserError(f"'cpsd-tf {verb}' is not built yet (issue #{_NOT_BUILT[verb]})")
+
+
+def _open_run(recipe, run_dir, overrides):
+    """Load the recipe with overrides, create the run directory and write the resolved recipe there."""
+    from cpsd_tf import recipe as recipe_mod
+    from cpsd_tf import runs
+
+    r = recipe_mod.load(recipe, overrides)
+    directory = recipe_mod.resolve_run_dir(r, run_dir)
+    runs.prepare_run_dir(r, directory)
+    return r, directory
 
 
 def recipe_options(f):
@@ -35,7 +43,9 @@ def recipe_options(f):
 @recipe_options
 def baseline(recipe, run_dir, overrides):
     """Train the full-label baseline model."""
-    _not_built("baseline")
+    from cpsd_tf import baseline as stage
+
+    stage.run(*_open_run(recipe, run_dir, overrides))
 
 
 @click.command("teachers")
@@ -44,7 +54,9 @@ def baseline(recipe, run_dir, overrides):
 @click.option("--shard", help="Train the i-th of n equal shares of the teachers, e.g. 0/2.")
 def teachers(recipe, run_dir, overrides, only, shard):
     """Train the 2k teachers of partition.json."""
-    _not_built("teachers")
+    from cpsd_tf import teachers as stage
+
+    stage.run(*_open_run(recipe, run_dir, overrides), only=only, shard=shard)
 
 
 @click.command("logits")
@@ -67,7 +79,9 @@ def distill(recipe, run_dir, overrides):
 @click.option("--split", help="Split to evaluate (default: the recipe's eval_splits).")
 def evaluate(recipe, run_dir, overrides, model, split):
     """Evaluate trained models on the evaluation splits."""
-    _not_built("evaluate")
+    from cpsd_tf import evaluate as stage
+
+    stage.run(*_open_run(recipe, run_dir, overrides), model=model, split=split)
 
 
 @click.command("export")
@@ -83,7 +97,11 @@ def export(recipe, run_dir, overrides, model, out):
 @recipe_options
 def run(recipe, run_dir, overrides):
     """Run every missing stage of a recipe in order."""
-    _not_built("run")
+    from cpsd_tf import recipe as recipe_mod
+    from cpsd_tf import runs
+
+    r = recipe_mod.load(recipe, overrides)
+    runs.run(r, recipe_mod.resolve_run_dir(r, run_dir))
 
 
 @click.command("cam")
