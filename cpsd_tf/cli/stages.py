@@ -21,8 +21,10 @@ def _open_run(recipe, run_dir, overrides):
     """Load the recipe with overrides, create the run directory and write the resolved recipe there."""
     from cpsd_tf import recipe as recipe_mod
     from cpsd_tf import runs
+    from cpsd_tf.quiet import import_tensorflow
 
     r = recipe_mod.load(recipe, overrides)
+    import_tensorflow()
     directory = recipe_mod.resolve_run_dir(r, run_dir)
     runs.prepare_run_dir(r, directory)
     return r, directory
@@ -99,8 +101,10 @@ def run(recipe, run_dir, overrides):
     """Run every missing stage of a recipe in order."""
     from cpsd_tf import recipe as recipe_mod
     from cpsd_tf import runs
+    from cpsd_tf.quiet import import_tensorflow
 
     r = recipe_mod.load(recipe, overrides)
+    import_tensorflow()
     runs.run(r, recipe_mod.resolve_run_dir(r, run_dir))
 
 

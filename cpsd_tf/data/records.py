@@ -47,10 +47,10 @@ class DatasetInfo:
 
 
 def _tf():
-    # TensorFlow is imported lazily so `cpsd-tf --help` and user errors stay fast.
-    import tensorflow as tf
+    # TensorFlow is imported lazily (and quietly) so `cpsd-tf --help` and user errors stay fast and clean.
+    from cpsd_tf.quiet import import_tensorflow
 
-    return tf
+    return import_tensorflow()
 
 
 def encode_example(image: bytes, image_id: str, index: int, labels: Sequence[int]) -> bytes:
