@@ -7,6 +7,34 @@ _skip_invalid = click.option(
 )
 
 
+def _holdout_options(command):
+    """`--holdout N [--holdout-split NAME] [--seed S]`: a model-selection split held out of the converted one."""
+    options = [
+        click.option(
+            "--holdout", type=int, metavar="N",
+            help="Hold out N random images of the split as a model-selection split, written with the rest.",
+        ),
+        click.option("--holdout-split", metavar="NAME", help="Name of the held-out split.  [default: val]"),
+        click.option("--seed", type=int, metavar="S", help="Seed of the --holdout draw.  [default: 0]"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _holdout(count, split, seed):
+    """The `Holdout` the options ask for, or None; --holdout-split/--seed alone would silently do nothing."""
+    from cpsd_tf.data.holdout import Holdout
+    from cpsd_tf.errors import UserError
+
+    if count is None:
+        given = [name for name, value in (("--holdout-split", split), ("--seed", seed)) if value is not None]
+        if given:
+            raise UserError(f"{' and '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} with --holdout N")
+        return None
+    return Holdout(count, "val" if split is None else split, 0 if seed is None else seed)
+
+
 def _report(summary, out):
     """Print what a converter wrote (and, on stderr, how many invalid images it skipped)."""
     if summary.skipped:
@@ -30,25 +58,32 @@ def group():
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output data folder.")
 @click.option("--keep-empty", is_flag=True, help="Keep images without any annotation (empty label set).")
 @_skip_invalid
-def coco(annotations, images, split, out, keep_empty, skip_invalid):
+@_holdout_options
+def coco(annotations, images, split, out, keep_empty, skip_invalid, holdout, holdout_split, seed):
     """COCO-2014 instances JSON + image folder -> TFRecord shards (classes: category names, sorted)."""
-    from cpsd_tf.data import sources
+    from cpsd_tf.data import coco as coco_mod
 
-    summary = sources.convert_coco(
-        annotations, images, split, out, keep_empty=keep_empty, skip_invalid=skip_invalid
+    summaries = coco_mod.convert_coco(
+        annotations, images, split, out, keep_empty=keep_empty, skip_invalid=skip_invalid,
+        holdout=_holdout(holdout, holdout_split, seed),
     )
-    _report(summary, out)
+    for summary in summaries:
+        _report(summary, out)
 
 
 @group.command("nuswide")
 @click.option("--root", required=True, type=click.Path(file_okay=False), help="NUS-WIDE root (Concepts81.txt, ImageList/, TrainTestLabels/, Flickr/).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output data folder.")
 @_skip_invalid
-def nuswide(root, out, skip_invalid):
-    """NUS-WIDE official layout -> TFRecord shards, splits train and test."""
-    from cpsd_tf.data import sources
+@_holdout_options
+def nuswide(root, out, skip_invalid, holdout, holdout_split, seed):
+    """NUS-WIDE official layout -> TFRecord shards, splits train and test (--holdout: drawn from train)."""
+    from cpsd_tf.data import nuswide as nuswide_mod
 
-    for summary in sources.convert_nuswide(root, out, skip_invalid=skip_invalid):
+    summaries = nuswide_mod.convert_nuswide(
+        root, out, skip_invalid=skip_invalid, holdout=_holdout(holdout, holdout_split, seed)
+    )
+    for summary in summaries:
         _report(summary, out)
 
 
@@ -59,14 +94,17 @@ def nuswide(root, out, skip_invalid):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output data folder.")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False), help="One class name per line (fixes the class order).")
 @_skip_invalid
-def csv(labels, images, split, out, classes_file, skip_invalid):
+@_holdout_options
+def csv(labels, images, split, out, classes_file, skip_invalid, holdout, holdout_split, seed):
     """A CSV/JSONL list of images and labels -> TFRecord shards."""
-    from cpsd_tf.data import sources
+    from cpsd_tf.data import label_list
 
-    summary = sources.convert_label_list(
-        labels, images, split, out, classes_file=classes_file, skip_invalid=skip_invalid
+    summaries = label_list.convert_label_list(
+        labels, images, split, out, classes_file=classes_file, skip_invalid=skip_invalid,
+        holdout=_holdout(holdout, holdout_split, seed),
     )
-    _report(summary, out)
+    for summary in summaries:
+        _report(summary, out)
 
 
 @click.command("stats")
