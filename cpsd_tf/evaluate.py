@@ -56,39 +56,92 @@ def evaluate_model(recipe, model, split, subset=None):
 
 def format_table(rows):
     """rows: [(model, split, metrics)] -> a fixed-width text table."""
-    header = f"{'model':<16} {'split':<10} " + " ".join(f"{k:>6}" for k in TABLE_KEYS)
+    header = f"{'model':<24} {'split':<10} " + " ".join(f"{k:>6}" for k in TABLE_KEYS)
     lines = [header, "-" * len(header)]
     for name, split, m in rows:
-        lines.append(f"{name:<16} {split:<10} " + " ".join(f"{m[k]:6.2f}" for k in TABLE_KEYS))
+        lines.append(f"{name:<24} {split:<10} " + " ".join(f"{m[k]:6.2f}" for k in TABLE_KEYS))
     return "\n".join(lines)
 
 
-def trained_models(run_dir):
-    """[(name, model folder)] of every finished model of a run."""
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+
+
+def _teacher_ensembles(recipe, run_dir, splits):
+    """Merged teacher logits evaluated as models: teachers_cgp, teachers_dgp and their mean."""
+    from cpsd_tf import logits as logits_mod
+    from cpsd_tf.data import pipeline
+    from cpsd_tf.metrics import multilabel_metrics
+
+    out = {}
+    for split in splits:
+        _, y = pipeline.labels_matrix(recipe.data.dir, split)
+        cgp = logits_mod.ensure(recipe, run_dir, "cgp", split)
+        dgp = logits_mod.ensure(recipe, run_dir, "dgp", split)
+        for name, scores in (("teachers_cgp", cgp), ("teachers_dgp", dgp), ("teachers_ensemble", (cgp + dgp) / 2)):
+            out.setdefault(name, {})[split] = multilabel_metrics(y, scores, from_logits=True)
+    return out
+
+
+def run_models(run_dir, recipe):
+    """[(results name, model folder)] of the finished full-label models of a run, in report order."""
+    from cpsd_tf import distill
+
     run_dir = Path(run_dir)
-    found = []
-    for d in [run_dir / "baseline", *sorted((run_dir / "teachers").glob("*")), run_dir / "student"]:
-        if train.is_done(d):
-            found.append((d.name, d))
-    return found
+    found = [("baseline", run_dir / "baseline"), ("baseline_equal_compute", run_dir / "baseline_equal_compute")]
+    found += [(name, d) for name, _, d in distill.students(recipe, run_dir)]
+    return [(name, d) for name, d in found if train.is_done(d)]
+
+
+def results(recipe, run_dir):
+    """Evaluate every full-label model and the teacher ensembles on the eval splits; write results.json/.md."""
+    from cpsd_tf import teachers
+
+    prepare.run(recipe)
+    splits = list(recipe.data.eval_splits)
+    models = {}
+    for name, model_dir in run_models(run_dir, recipe):
+        keras_model = load_model(model_dir)
+        models[name] = {s: evaluate_model(recipe, keras_model, s) for s in splits}
+    if recipe.reference.teacher_ensembles and teachers.is_done(recipe, run_dir):
+        models.update(_teacher_ensembles(recipe, run_dir, splits))
+    if not models:
+        raise UserError(f"{run_dir}: no trained model yet (train one with 'cpsd-tf baseline' or give --model)")
+    report = {"models": {n: {s: {k: m[k] for k in TABLE_KEYS} for s, m in per.items()} for n, per in models.items()},
+              "details": models, "splits": splits}
+    io.write_json(Path(run_dir) / RESULTS_JSON, report)
+    table = format_table([(n, s, m) for n, per in models.items() for s, m in per.items()])
+    io.write_text(Path(run_dir) / RESULTS_MD, f"# Results of {run_dir}\n\n```\n{table}\n```\n")
+    click.echo(table)
+    return report
+
+
+def is_done(recipe, run_dir) -> bool:
+    return (Path(run_dir) / RESULTS_JSON).is_file()
 
 
 def run(recipe, run_dir, model=None, split=None):
-    """Evaluate `model` (or every finished model of the run) on `split` (or the recipe's eval splits)."""
-    prepare.run(recipe)
+    """Evaluate `model` on `split` (default: the eval splits), or, with no model, the whole run (results.json)."""
+    if model is None:
+        return results(recipe, run_dir) if split is None else _evaluate_run_split(recipe, run_dir, split)
+    prepare.run(recipe, splits=[split] if split else None)
     splits = [split] if split else list(recipe.data.eval_splits)
-    targets = [(Path(model).stem if Path(model).is_file() else Path(model).name, Path(model))] if model else trained_models(run_dir)
-    if not targets:
-        raise UserError(f"{run_dir}: no trained model yet (train one with 'cpsd-tf baseline' or give --model)")
+    path = Path(model)
+    keras_model = load_model(path)
+    subset = model_subset(path)
+    per_split = {s: evaluate_model(recipe, keras_model, s, subset) for s in splits}
+    io.write_json((path if path.is_dir() else path.parent) / EVAL_FILE, per_split)
+    name = path.name if path.is_dir() else path.parent.name
+    click.echo(format_table([(name, s, m) for s, m in per_split.items()]))
+    return per_split
+
+
+def _evaluate_run_split(recipe, run_dir, split):
+    prepare.run(recipe, splits=[split])
     rows = []
-    for name, path in targets:
-        keras_model = load_model(path)
-        subset = model_subset(path)
-        results = {}
-        for s in splits:
-            results[s] = evaluate_model(recipe, keras_model, s, subset)
-            rows.append((name, s, results[s]))
-        out = (path if path.is_dir() else path.parent) / EVAL_FILE
-        io.write_json(out, results)
+    for name, model_dir in run_models(run_dir, recipe):
+        rows.append((name, split, evaluate_model(recipe, load_model(model_dir), split)))
+    if not rows:
+        raise UserError(f"{run_dir}: no trained model yet (train one with 'cpsd-tf baseline' or give --model)")
     click.echo(format_table(rows))
     return rows

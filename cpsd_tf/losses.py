@@ -159,3 +159,57 @@ def _check_same_last_dim(y_true, y_pred):
             f"labels and logits must have the same number of classes (last axis). "
             f"Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
         )
+
+
+@keras.saving.register_keras_serializable(package="cpsd_tf")
+class DistillationLoss(keras.losses.Loss):
+    """The student's loss: w_cls·ASL(y, s) + Σ_t w_teacher·‖s − teacher_t‖² (paper §3.3, Eq. 4).
+
+    `y_true` packs the labels and the teachers' merged logits side by side, [B, (1 + T)·m]:
+    `[y | teacher_1 | … | teacher_T]`, so the cached teacher logits travel with the batch through the
+    ordinary Keras `fit` (no custom training step). `y_pred` is the student's logits [B, m].
+
+    Args:
+        num_classes: int, m.
+        num_teachers: int, T ≥ 0 teacher sets (2 for CPSD).
+        w_cls: float, weight of the ASL term. Defaults to 0.5 (official code).
+        w_teacher: float, weight of each teacher's squared-error term. Defaults to 0.25 (official code).
+        mse: str, "sum" over classes (official) or "mean" over classes. Defaults to "sum".
+        asl: dict, `AsymmetricLoss` arguments. Defaults to None (its defaults).
+
+    Example:
+        loss = DistillationLoss(num_classes=80, num_teachers=2)
+        loss(tf.concat([y, cgp_logits, dgp_logits], -1), student_logits)
+    """
+
+    def __init__(self, num_classes, num_teachers, w_cls=0.5, w_teacher=0.25, mse="sum", asl=None,
+                 reduction="sum_over_batch_size", name="distillation_loss"):
+        if mse not in ("sum", "mean"):
+            raise ValueError(f"DistillationLoss: mse must be 'sum' or 'mean'. Received: mse={mse!r}")
+        if int(num_classes) < 1 or int(num_teachers) < 0:
+            raise ValueError(f"DistillationLoss: need num_classes >= 1 and num_teachers >= 0, received {num_classes}, {num_teachers}")
+        super().__init__(name=name, reduction=reduction, dtype="float32")
+        self.num_classes = int(num_classes)
+        self.num_teachers = int(num_teachers)
+        self.w_cls = float(w_cls)
+        self.w_teacher = float(w_teacher)
+        self.mse = mse
+        self.asl_config = dict(asl or {})
+        self.asl = AsymmetricLoss(**self.asl_config)
+
+    def call(self, y_true, y_pred):
+        m = self.num_classes
+        y_true = ops.cast(y_true, "float32")
+        logits = ops.cast(y_pred, "float32")
+        loss = self.w_cls * self.asl.call(y_true[:, :m], logits)
+        for t in range(self.num_teachers):
+            target = y_true[:, (t + 1) * m:(t + 2) * m]
+            sq = ops.sum(ops.square(logits - target), axis=-1)
+            loss = loss + self.w_teacher * (sq / m if self.mse == "mean" else sq)
+        return loss
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, num_teachers=self.num_teachers, w_cls=self.w_cls,
+                      w_teacher=self.w_teacher, mse=self.mse, asl=self.asl_config)
+        return config

@@ -407,7 +407,7 @@ def write(result, out, stats=None, plot=None):
     io.write_text(out, "{\n" + ",\n".join(lines) + "\n}\n")
 
 
-def _recipe_stats(recipe):
+def recipe_stats(recipe):
     """The training-label statistics of a recipe's data: `<data.dir>/stats.json` if present, else the shards."""
     from cpsd_tf import stats as stats_mod
     from cpsd_tf.data import prepare, records
@@ -427,7 +427,7 @@ def _recipe_stats(recipe):
 def run(recipe, run_dir) -> dict:
     """The partition stage: `<run_dir>/partition.json` and `<run_dir>/partition.png` from the recipe's data."""
     run_dir = Path(run_dir)
-    stats, source = _recipe_stats(recipe)
+    stats, source = recipe_stats(recipe)
     p = recipe.partition
     result = partition_labels(stats, p.k, p.tau, p.strategy, p.seed, p.balanced, source=source)
     write(result, run_dir / PARTITION_FILE, stats=stats, plot=run_dir / PLOT_FILE)

@@ -121,6 +121,52 @@ class TeachersConfig(_Config):
     )
 
 
+TEACHER_SETS = ("cgp", "dgp", "baseline", "random")
+VARIANTS = {  # ablation name -> teacher sets (paper Table 3)
+    "cpsd": ("cgp", "dgp"),
+    "cgpd": ("cgp",),
+    "dgpd": ("dgp",),
+    "sd": ("baseline",),
+    "random": ("random",),
+}
+
+
+class DistillConfig(_Config):
+    """The student (paper §3.3): L = w_cls·ASL(y, s) + Σ_t w_t·MSE(s, teacher_t)."""
+
+    teachers: list[Literal["cgp", "dgp", "baseline", "random"]] = Field(
+        default_factory=lambda: ["cgp", "dgp"], min_length=1,
+        description="Teacher sets: [cgp, dgp] = CPSD, [cgp] = CGPD, [dgp] = DGPD, [baseline] = SD, [random].",
+    )
+    epochs: Optional[int] = Field(None, ge=1, description="Default: train.epochs (the paper: 4x the teachers').")
+    teacher_logits: Literal["cached", "online"] = Field(
+        "cached", description="cached: logits/*.npy joined by index; online: teachers run on each batch."
+    )
+    w_cls: float = Field(0.5, ge=0, description="Weight of the ASL term (official code: 0.5).")
+    w_teacher: float = Field(0.25, ge=0, description="Weight of each teacher set's MSE term (official: 0.25).")
+    mse: Literal["sum", "mean"] = Field(
+        "sum", description="sum over classes (official) or mean over classes (scale-free, like a normalised ASL)."
+    )
+    init: Literal["scratch", "baseline"] = Field("scratch", description="Student starts from scratch or the baseline.")
+
+    @property
+    def variant(self):
+        """The ablation name of this teacher list (cpsd, cgpd, dgpd, sd, random), else 'student'."""
+        for name, sets in VARIANTS.items():
+            if tuple(self.teachers) == sets or (len(sets) == 2 and sorted(self.teachers) == sorted(sets)):
+                return name
+        return "student"
+
+
+class ReferenceConfig(_Config):
+    """Fair baselines evaluated beside the student (issue #5)."""
+
+    equal_compute: bool = Field(
+        False, description="Also train a baseline for as many epochs as the teachers and the student together."
+    )
+    teacher_ensembles: bool = Field(True, description="Evaluate the merged teachers (teachers_cgp/dgp/ensemble).")
+
+
 class Recipe(_Config):
     """A whole run: data, partition, model (later issues add training and distillation keys)."""
 
@@ -132,6 +178,11 @@ class Recipe(_Config):
     train: TrainConfig = TrainConfig()
     baseline: BaselineConfig = BaselineConfig()
     teachers: TeachersConfig = TeachersConfig()
+    distill: DistillConfig = DistillConfig()
+    ablation: list[Literal["cpsd", "cgpd", "dgpd", "sd", "random"]] = Field(
+        default_factory=list, description="Extra students to train and report, e.g. [sd, cgpd, dgpd, random]."
+    )
+    reference: ReferenceConfig = ReferenceConfig()
 
 
 def _config_class(annotation):

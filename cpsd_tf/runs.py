@@ -38,23 +38,25 @@ def _partition_stage():
     )
 
 
-def _model_stages():
-    from cpsd_tf import baseline, teachers
+def _model_stages(recipe):
+    from cpsd_tf import baseline, distill, evaluate, logits, teachers
 
-    return [Stage("baseline", baseline.is_done, baseline.run), Stage("teachers", teachers.is_done, teachers.run)]
-
-
-def stages():
-    """The pipeline in order. Stages of later issues are listed so `run` can say where it stops."""
-    never = lambda r, d: False  # noqa: E731
-    return [
-        _data_stage(),
-        _partition_stage(),
-        *_model_stages(),
-        Stage("logits", never, None, issue=5),
-        Stage("distill", never, None, issue=5),
-        Stage("evaluate", never, None, issue=5),
+    stages = [
+        Stage("baseline", baseline.is_done, baseline.run),
+        Stage("teachers", teachers.is_done, teachers.run),
+        Stage("logits", logits.is_done, logits.run),
+        Stage("distill", distill.is_done, distill.run),
     ]
+    if recipe.reference.equal_compute:
+        stages.append(Stage("baseline_equal_compute", baseline.is_equal_compute_done, baseline.run_equal_compute))
+    # Results are recomputed whenever a stage ran, so they always cover every finished model.
+    stages.append(Stage("evaluate", lambda r, d: False, evaluate.results))
+    return stages
+
+
+def stages(recipe):
+    """The pipeline in order."""
+    return [_data_stage(), _partition_stage(), *_model_stages(recipe)]
 
 
 def _changed_keys(old, new, prefix=""):
@@ -86,7 +88,7 @@ def prepare_run_dir(recipe, run_dir):
 def run(recipe, run_dir):
     """Run the missing stages in order; stop at the first stage that is not built yet."""
     prepare_run_dir(recipe, run_dir)
-    for stage in stages():
+    for stage in stages(recipe):
         if stage.run is None:
             click.echo(
                 f"[{stage.name}] not built yet (issue #{stage.issue}): the run stops here; "

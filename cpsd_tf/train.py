@@ -164,6 +164,10 @@ def fit(
     epochs,
     title="model",
     extra_callbacks=(),
+    loss=None,
+    targets_fn=None,
+    init_from=None,
+    wrap_model=None,
 ):
     """Train one model into `model_dir` (resuming from its backup) and return its `metrics.json` dict.
 
@@ -177,6 +181,12 @@ def fit(
         epochs: int, epochs to train.
         title: str, shown in logs. Defaults to "model".
         extra_callbacks: Keras callbacks run after ours (e.g. a test's interruption). Defaults to ().
+        loss: a Keras loss, or None for the recipe's ASL. Defaults to None.
+        targets_fn: callable (targets [B, m], index [B]) -> training targets, e.g. labels joined with
+            cached teacher logits. Defaults to None (the labels).
+        init_from: path of a `.keras` model of the same architecture to start from. Defaults to None.
+        wrap_model: callable (model) -> the Keras model that is compiled and fitted (e.g. a student
+            wrapped with its teachers for online distillation); `model` is what is saved. Defaults to None.
     """
     import keras
     import tensorflow as tf
@@ -204,8 +214,11 @@ def fit(
     common = dict(image_size=data.image_size, subset=subset, normalize=recipe.model.normalize)
     train_ds = pipeline.build(
         data.dir, data.train_split, batch_size=batch, training=True, augment=data.augment, images=images,
-        shuffle_buffer=train_cfg.shuffle_buffer, seed=recipe.seed, repeat=True, cache=train_cfg.cache, **common,
+        shuffle_buffer=train_cfg.shuffle_buffer, seed=recipe.seed, repeat=True, cache=train_cfg.cache,
+        with_index=targets_fn is not None, **common,
     )
+    if targets_fn is not None:
+        train_ds = train_ds.map(lambda f, y: (f["image"], targets_fn(y, f["index"])), num_parallel_calls=tf.data.AUTOTUNE)
     val_ds = pipeline.build(data.dir, select_split, batch_size=max(batch, 64), training=False, cache=True, **common)
     _, val_y = pipeline.labels_matrix(data.dir, select_split, subset=subset)
 
@@ -216,8 +229,13 @@ def fit(
             weights=recipe.model.weights, head_options=recipe.model.head_options,
             class_names=class_names, class_indices=subset, name=title.replace("-", "_"),
         )
+        if init_from is not None:
+            from cpsd_tf.evaluate import load_model
+
+            model.set_weights(load_model(init_from).get_weights())
+        trainer = wrap_model(model) if wrap_model is not None else model
         optimizer = make_optimizer(train_cfg, total_steps)
-        model.compile(optimizer=optimizer, loss=make_loss(train_cfg.loss), jit_compile=train_cfg.jit_compile)
+        trainer.compile(optimizer=optimizer, loss=loss or make_loss(train_cfg.loss), jit_compile=train_cfg.jit_compile)
 
     log_dir = model_dir / "tensorboard"
     callbacks = [
@@ -227,11 +245,11 @@ def fit(
         *extra_callbacks,
     ]
     verbose = 1 if os.environ.get("CPSD_TF_QUIET") != "1" else 0
-    history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
+    history = trainer.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
                         shuffle=False)  # the pipeline shuffles
 
     state = json.loads((model_dir / "selection.json").read_text())
-    model.load_weights(model_dir / "best.weights.h5")
+    trainer.load_weights(model_dir / "best.weights.h5")
     with io.atomic_path(model_dir / MODEL_FILE, suffix=".keras") as tmp:
         model.save(tmp)
     metrics = {

@@ -94,10 +94,15 @@ def test_teachers_only_shard_and_outputs(tiny, tmp_path):
     model = evaluate.load_model(run_dir / "teachers" / "cgp-1")
     assert model.output_shape == (None, len(part["cgp"][1]))
     assert not teachers.is_done(r, run_dir)
-    names = [name for name, _ in teachers.select(teachers.teacher_list(part), shard="1/2")]
+    everyone = teachers.teacher_list(r, run_dir)
+    assert [t[2] for t in everyone] == part["cgp"] + part["dgp"]
+    names = [t[0] for t in teachers.select(everyone, shard="1/2")]
     assert names == ["cgp-1", "dgp-1"]
     with pytest.raises(UserError, match="unknown teacher"):
-        teachers.select(teachers.teacher_list(part), only="cgp-9")
+        teachers.select(everyone, only="cgp-9")
+    with_random = recipe.load(tiny, ["ablation=[random]"])
+    assert [t[0] for t in teachers.teacher_list(with_random, run_dir)][-2:] == ["random-0", "random-1"]
+    assert (run_dir / "partition_random.json").is_file()
     with pytest.raises(UserError, match="expected i/n"):
         teachers.parse_shard("x")
 

@@ -5,9 +5,6 @@ import click
 from cpsd_tf.errors import UserError
 
 _NOT_BUILT = {
-    "logits": 5,
-    "distill": 5,
-    "run": 5,
     "export": 6,
     "cam": 6,
 }
@@ -65,14 +62,18 @@ def teachers(recipe, run_dir, overrides, only, shard):
 @recipe_options
 def logits(recipe, run_dir, overrides):
     """Export the teachers' merged logits on the train split."""
-    _not_built("logits")
+    from cpsd_tf import logits as stage
+
+    stage.run(*_open_run(recipe, run_dir, overrides))
 
 
 @click.command("distill")
 @recipe_options
 def distill(recipe, run_dir, overrides):
     """Train the student from the cached teacher logits."""
-    _not_built("distill")
+    from cpsd_tf import distill as stage
+
+    stage.run(*_open_run(recipe, run_dir, overrides))
 
 
 @click.command("evaluate")
