@@ -60,9 +60,12 @@ def test_baseline_then_evaluate(tiny, tmp_path):
     assert 0 <= metrics["select_metrics"]["mAP"] <= 100
     model = evaluate.load_model(model_dir / "model.keras")
     assert model.output_shape == (None, 30)
-    rows = evaluate.run(r, run_dir)
-    assert [(name, split) for name, split, _ in rows] == [("baseline", "test"), ("baseline", "test_ood")]
-    assert (model_dir / "eval.json").is_file()
+    report = evaluate.run(r, run_dir)
+    assert list(report["models"]) == ["baseline"] and list(report["models"]["baseline"]) == ["test", "test_ood"]
+    assert set(report["models"]["baseline"]["test"]) == {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"}
+    assert json.loads((run_dir / "results.json").read_text())["models"] == report["models"]
+    per_split = evaluate.run(r, run_dir, model=str(model_dir), split="test_ood")
+    assert list(per_split) == ["test_ood"] and (model_dir / "eval.json").is_file()
     # TensorBoard event files hold the validation mAP.
     assert list((model_dir / "tensorboard").rglob("events.out.tfevents*"))
 
