@@ -1,0 +1,141 @@
+"""Distillation: the rho merge, the loss against NumPy, the index join, online targets, a tiny full run."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from cpsd_tf import distill, logits, recipe, train
+from cpsd_tf.cli import cli
+from cpsd_tf.data import pipeline, records
+from cpsd_tf.losses import AsymmetricLoss, DistillationLoss
+
+
+def test_merge_puts_columns_on_their_classes():
+    rng = np.random.default_rng(0)
+    n, m = 5, 6
+    truth = rng.normal(size=(n, m)).astype(np.float32)
+    clusters = [[4, 0], [5, 2, 1], [3]]  # scrambled order inside and across clusters
+    parts = [(c, truth[:, c]) for c in clusters]
+    np.testing.assert_array_equal(logits.merge(parts, n, m), truth)
+    with pytest.raises(ValueError, match=r"exactly once.*\{3: 0\}"):
+        logits.merge(parts[:2], n, m)
+    with pytest.raises(ValueError, match=r"exactly once.*\{0: 2\}"):
+        logits.merge(parts + [([0], truth[:, [0]])], n, m)
+    with pytest.raises(ValueError, match="shape"):
+        logits.merge([(clusters[0], truth[:, :3])], n, m)
+
+
+def _asl_numpy(y, x, gamma_neg=4.0, gamma_pos=0.0, clip=0.05, eps=1e-8):
+    p = 1 / (1 + np.exp(-x))
+    p_neg = np.minimum(1 - p + clip, 1)
+    pt = p * y + p_neg * (1 - y)
+    w = (1 - pt) ** (gamma_pos * y + gamma_neg * (1 - y))
+    return -np.sum((y * np.log(np.maximum(p, eps)) + (1 - y) * np.log(np.maximum(p_neg, eps))) * w, axis=-1)
+
+
+@pytest.mark.parametrize("mse", ["sum", "mean"])
+def test_distillation_loss_matches_numpy(mse):
+    rng = np.random.default_rng(1)
+    b, m = 7, 5
+    y = (rng.random((b, m)) < 0.4).astype(np.float32)
+    s = rng.normal(size=(b, m)).astype(np.float32) * 3
+    t1, t2 = (rng.normal(size=(b, m)).astype(np.float32) * 3 for _ in range(2))
+    loss = DistillationLoss(m, 2, w_cls=0.5, w_teacher=0.25, mse=mse)
+    got = float(loss(np.concatenate([y, t1, t2], -1), s))
+    div = m if mse == "mean" else 1
+    want = np.mean(0.5 * _asl_numpy(y, s) + 0.25 * ((s - t1) ** 2).sum(-1) / div + 0.25 * ((s - t2) ** 2).sum(-1) / div)
+    assert got == pytest.approx(want, rel=1e-5)
+    # No teacher: the loss is the weighted ASL alone.
+    assert float(DistillationLoss(m, 0, w_cls=1.0)(y, s)) == pytest.approx(float(AsymmetricLoss()(y, s)), rel=1e-6)
+    again = DistillationLoss.from_config(loss.get_config())
+    assert float(again(np.concatenate([y, t1, t2], -1), s)) == pytest.approx(got, rel=1e-6)
+
+
+def _png(value):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_index_join_in_the_shuffled_training_pipeline(tmp_path):
+    n, m = 40, 3
+    recs = [records.Record(_png(i), f"{i}", [i % m]) for i in range(n)]
+    records.write_split(tmp_path, "train", ["a", "b", "c"], recs, examples_per_shard=16)
+    table = np.repeat(np.arange(n, dtype=np.float32)[:, None], m, axis=1) + np.array([0, 0.25, 0.5], np.float32)
+    join = distill.cached_targets_fn([table])
+    ds = pipeline.build(tmp_path, "train", image_size=8, batch_size=8, training=True, with_index=True, seed=3)
+    ds = ds.map(lambda f, y: (f["image"], join(y, f["index"]), f["index"]))
+    seen = []
+    for images, targets, index in ds.as_numpy_iterator():
+        np.testing.assert_array_equal(targets[:, m:], table[index])
+        np.testing.assert_array_equal(targets[:, :m], np.eye(m)[index % m])  # labels of the same records
+        np.testing.assert_allclose(images[:, 0, 0, 0], (index % 256) / 255.0, atol=1e-6)
+        seen += index.tolist()
+    assert sorted(seen) == list(range(n)) and seen != list(range(n))  # all rows, shuffled
+
+
+def test_online_targets_equal_cached_targets():
+    """The online wrapper merges the teachers' outputs exactly as rho merges cached logits."""
+    import keras
+
+    m = 4
+    x = np.random.default_rng(2).random((3, 8, 8, 3)).astype(np.float32)
+    clusters = [[3, 1], [0, 2]]
+    teachers = []
+    for c in clusters:
+        inputs = keras.Input((8, 8, 3))
+        teachers.append(keras.Model(inputs, keras.layers.Dense(len(c))(keras.layers.Flatten()(inputs))))
+    cached = logits.merge([(c, t.predict(x, verbose=0)) for c, t in zip(clusters, teachers)], 3, m)
+
+    captured = {}
+
+    class Capture(DistillationLoss):
+        def call(self, y_true, y_pred):
+            captured["y"] = y_true
+            return super().call(y_true, y_pred)
+
+    inputs = keras.Input((8, 8, 3))
+    student = keras.Model(inputs, keras.layers.Dense(m)(keras.layers.Flatten()(inputs)))
+    wrapper = distill.online_wrapper([(teachers, clusters)], m)(student)
+    wrapper.compile(optimizer="sgd", loss=Capture(m, 1), run_eagerly=True)
+    y = np.zeros((3, m), np.float32)
+    wrapper.train_on_batch(x, y)
+    np.testing.assert_allclose(np.asarray(captured["y"])[:, m:], cached, rtol=1e-5, atol=1e-5)
+
+
+def test_tiny_end_to_end_run_and_restart(tmp_path):
+    tree = {
+        "run_dir": str(tmp_path / "run"),
+        "data": {"dir": str(tmp_path / "data"), "generator": "scenes",
+                 "scenes": {"train": 48, "val": 16, "test": 16, "image_size": 32},
+                 "image_size": 32, "eval_splits": ["test", "test_ood"], "augment": {"flip": False}},
+        "partition": {"k": 2},
+        "model": {"backbone": "tiny_cnn", "head": "linear", "weights": None},
+        "train": {"epochs": 1, "batch_size": 16},
+    }
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps(tree))
+    result = CliRunner().invoke(cli, ["run", "--recipe", str(path)])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    for name in ("cgp", "dgp"):
+        table = np.load(run / "logits" / f"{name}.npy")
+        assert table.shape == (48, 30) and np.isfinite(table).all()
+    report = json.loads((run / "results.json").read_text())
+    assert set(report["models"]) == {"baseline", "cpsd", "teachers_cgp", "teachers_dgp", "teachers_ensemble"}
+    for per_split in report["models"].values():
+        assert set(per_split) == {"test", "test_ood"}
+        assert set(per_split["test"]) == {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"}
+    assert "cpsd" in (run / "results.md").read_text()
+    assert train.is_done(run / "student")
+    again = CliRunner().invoke(cli, ["run", "--recipe", str(path)])
+    assert again.exit_code == 0, again.output
+    for stage in ("data", "partition", "baseline", "teachers", "logits", "distill"):
+        assert f"[{stage}] done already, skipped" in again.output
