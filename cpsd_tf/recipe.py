@@ -37,6 +37,7 @@ class DataConfig(_Config):
         None, description="Build the data with this generator when `dir` holds no dataset yet."
     )
     scenes: ScenesConfig = ScenesConfig()
+    seed: int = Field(0, ge=0, description="Seed of the data generator (kept apart from the training seed).")
     image_size: int = Field(224, ge=8, le=2048)
     train_split: str = "train"
     val_split: str = Field("val", description="Split used for model selection; never a reported split by default.")

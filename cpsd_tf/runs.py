@@ -6,7 +6,7 @@ complete, so a run interrupted anywhere and restarted redoes only the unfinished
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import click
 import yaml
@@ -18,8 +18,7 @@ from cpsd_tf import recipe as recipe_mod
 class Stage:
     name: str
     is_done: Callable
-    run: Optional[Callable]  # None: not built yet
-    issue: int = 0
+    run: Callable
 
 
 def _data_stage():
@@ -86,15 +85,9 @@ def prepare_run_dir(recipe, run_dir):
 
 
 def run(recipe, run_dir):
-    """Run the missing stages in order; stop at the first stage that is not built yet."""
+    """Run the missing stages in order, skipping finished ones; end with the results table."""
     prepare_run_dir(recipe, run_dir)
     for stage in stages(recipe):
-        if stage.run is None:
-            click.echo(
-                f"[{stage.name}] not built yet (issue #{stage.issue}): the run stops here; "
-                f"finished stages are in {run_dir}"
-            )
-            return False
         if stage.is_done(recipe, run_dir):
             click.echo(f"[{stage.name}] done already, skipped")
             continue

@@ -33,7 +33,7 @@ def run(recipe, run_dir=None, splits=None) -> Path:
         from cpsd_tf.data import scenes
 
         with io.atomic_path(data_dir) as tmp:
-            scenes.generate(tmp, recipe.data.scenes, seed=recipe.seed)
+            scenes.generate(tmp, recipe.data.scenes, seed=recipe.data.seed)
     info = records.load_info(data_dir)
     missing = [s for s in (splits or required_splits(recipe)) if s not in info.splits]
     if missing:

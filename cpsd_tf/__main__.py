@@ -1,0 +1,5 @@
+"""`python -m cpsd_tf ...` is `cpsd-tf ...`."""
+
+from cpsd_tf.cli import main
+
+main()
