@@ -1,4 +1,9 @@
-"""`cpsd-tf baseline`: the full-label model trained without distillation, into `<run_dir>/baseline/`."""
+"""`cpsd-tf baseline`: full-label models trained without distillation.
+
+`<run_dir>/baseline/` is the converged baseline (`baseline.epochs`, best epoch on `data.val_split`);
+with `reference.equal_compute`, `<run_dir>/baseline_equal_compute/` is trained as long as the 2k
+teachers and the student together, the comparison users ask for besides the converged one.
+"""
 
 from pathlib import Path
 
@@ -8,6 +13,23 @@ from cpsd_tf import train
 from cpsd_tf.data import prepare, records
 
 BASELINE_DIR = "baseline"
+EQUAL_COMPUTE_DIR = "baseline_equal_compute"
+
+
+def _train_full(recipe, model_dir, epochs, title, why=""):
+    """Train a full-label model into `model_dir` unless it is finished."""
+    model_dir = Path(model_dir)
+    if train.is_done(model_dir):
+        click.echo(f"[{title}] finished already: {model_dir / train.MODEL_FILE}")
+        return
+    info = records.load_info(prepare.run(recipe))
+    click.echo(f"[{title}] {recipe.model.backbone}/{recipe.model.head}, {info.num_classes} classes, {epochs} epochs{why}")
+    metrics = train.fit(recipe, model_dir, num_classes=info.num_classes, class_names=info.classes, epochs=epochs,
+                        title=title)
+    click.echo(
+        f"[{title}] best {metrics['select_split']} mAP {metrics['select_metrics']['mAP']:.2f} "
+        f"at epoch {metrics['best_epoch']} ({metrics['best_weights']} weights) -> {model_dir}"
+    )
 
 
 def is_done(recipe, run_dir) -> bool:
@@ -16,24 +38,7 @@ def is_done(recipe, run_dir) -> bool:
 
 def run(recipe, run_dir):
     """Train the baseline (building the data first if the recipe names a generator); skip if finished."""
-    model_dir = Path(run_dir) / BASELINE_DIR
-    if train.is_done(model_dir):
-        click.echo(f"[baseline] finished already: {model_dir / train.MODEL_FILE}")
-        return
-    data_dir = prepare.run(recipe)
-    info = records.load_info(data_dir)
-    epochs = recipe.baseline.epochs or recipe.train.epochs
-    click.echo(f"[baseline] {recipe.model.backbone}/{recipe.model.head}, {info.num_classes} classes, {epochs} epochs")
-    metrics = train.fit(
-        recipe, model_dir, num_classes=info.num_classes, class_names=info.classes, epochs=epochs, title="baseline"
-    )
-    click.echo(
-        f"[baseline] best {metrics['select_split']} mAP {metrics['select_metrics']['mAP']:.2f} "
-        f"at epoch {metrics['best_epoch']} ({metrics['best_weights']} weights) -> {model_dir}"
-    )
-
-
-EQUAL_COMPUTE_DIR = "baseline_equal_compute"
+    _train_full(recipe, Path(run_dir) / BASELINE_DIR, recipe.baseline.epochs or recipe.train.epochs, "baseline")
 
 
 def equal_compute_epochs(recipe, run_dir):
@@ -62,17 +67,6 @@ def is_equal_compute_done(recipe, run_dir) -> bool:
 
 def run_equal_compute(recipe, run_dir):
     """Train the equal-compute baseline into `<run_dir>/baseline_equal_compute/`."""
-    from cpsd_tf import teachers
-
-    model_dir = Path(run_dir) / EQUAL_COMPUTE_DIR
-    if train.is_done(model_dir):
-        click.echo(f"[baseline_equal_compute] finished already: {model_dir / train.MODEL_FILE}")
-        return
-    data_dir = prepare.run(recipe)
-    info = records.load_info(data_dir)
-    teachers.load_partition(recipe, run_dir)
+    prepare.run(recipe)
     epochs = equal_compute_epochs(recipe, run_dir)
-    click.echo(f"[baseline_equal_compute] {epochs} epochs (= 2k teachers + student)")
-    metrics = train.fit(recipe, model_dir, num_classes=info.num_classes, class_names=info.classes, epochs=epochs,
-                        title="baseline_equal_compute")
-    click.echo(f"[baseline_equal_compute] best {metrics['select_split']} mAP {metrics['select_metrics']['mAP']:.2f} at epoch {metrics['best_epoch']}")
+    _train_full(recipe, Path(run_dir) / EQUAL_COMPUTE_DIR, epochs, "baseline_equal_compute", " (= 2k teachers + student)")

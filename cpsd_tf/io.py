@@ -53,3 +53,26 @@ def write_bytes(path, data):
     """Write `data` to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def read_json(path, what, required=()):
+    """Read a JSON object; a missing file, bad JSON or a missing required key is a `UserError`.
+
+    Args:
+        path: str or Path.
+        what: str, what the file is, for messages ("label-statistics file").
+        required: keys the object must have. Defaults to ().
+    """
+    from cpsd_tf.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such {what}")
+    try:
+        obj = json.loads(path.read_text())
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    for key in required:
+        if not isinstance(obj, dict) or key not in obj:
+            raise UserError(f"{path}: missing key '{key}' (a {what} has {', '.join(required)})")
+    return obj

@@ -358,16 +358,7 @@ def _warn_isolated(classes, counts, cooc):
 
 def load(path) -> dict:
     """Read and check a partition.json (the contract of DESIGN.md)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such partition file (run `cpsd-tf partition` first)")
-    try:
-        result = json.loads(path.read_text())
-    except ValueError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
-    for key in ("classes", "k", "cgp", "dgp"):
-        if not isinstance(result, dict) or key not in result:
-            raise UserError(f"{path}: missing key '{key}'")
+    result = io.read_json(path, "partition file (run `cpsd-tf partition` first)", ("classes", "k", "cgp", "dgp"))
     for name in ("cgp", "dgp"):
         check_partition(result[name], len(result["classes"]), result["k"], f"{path}: '{name}'")
     return result

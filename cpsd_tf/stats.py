@@ -5,14 +5,11 @@ holding class i and e_ij the number holding both i and j (diagonal zero, as in t
 NUS-WIDE statistics).
 """
 
-import json
-from pathlib import Path
 
 import numpy as np
 
 from cpsd_tf import io
 from cpsd_tf.data import records
-from cpsd_tf.errors import UserError
 
 
 def label_stats(y, classes) -> dict:
@@ -44,16 +41,7 @@ def from_records(data_dir, split="train") -> dict:
 
 def load(path) -> dict:
     """Read and check a label-statistics file; anything malformed is a `UserError` naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such label-statistics file")
-    try:
-        stats = json.loads(path.read_text())
-    except ValueError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
-    for key in ("classes", "class_counts", "cooccurrence"):
-        if not isinstance(stats, dict) or key not in stats:
-            raise UserError(f"{path}: missing key '{key}' (expected classes, class_counts, cooccurrence)")
+    stats = io.read_json(path, "label-statistics file", ("classes", "class_counts", "cooccurrence"))
     return stats
 
 
