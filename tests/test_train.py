@@ -35,6 +35,17 @@ def tiny(tmp_path_factory):
     return path
 
 
+def _event_tags(log_dir):
+    import tensorflow as tf
+
+    tags = set()
+    for path in log_dir.rglob("events.out.tfevents*"):
+        for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+            event = tf.compat.v1.Event.FromString(record)
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
 def test_ema_momentum_auto():
     assert train.ema_momentum("auto", 100) == pytest.approx(0.9)
     assert train.ema_momentum("auto", 10**7) == 0.9997
@@ -66,8 +77,10 @@ def test_baseline_then_evaluate(tiny, tmp_path):
     assert json.loads((run_dir / "results.json").read_text())["models"] == report["models"]
     per_split = evaluate.run(r, run_dir, model=str(model_dir), split="test_ood")
     assert list(per_split) == ["test_ood"] and (model_dir / "eval.json").is_file()
-    # TensorBoard event files hold the validation mAP.
-    assert list((model_dir / "tensorboard").rglob("events.out.tfevents*"))
+    # TensorBoard event files hold loss, learning rate, validation mAP and per-class AP.
+    tags = _event_tags(model_dir / "tensorboard")
+    assert {"epoch_loss", "epoch_learning_rate", "epoch_mAP", "val_mAP/raw"} <= tags
+    assert sum(t.startswith("val_AP/") for t in tags) >= 20
 
 
 def test_interrupted_training_resumes(tiny, tmp_path):
