@@ -3,10 +3,10 @@ partly misleading label co-occurrence, built from scikit-learn's handwritten dig
 
 Classes are digit x colour (30 names like "red-3"). The 30 classes are grouped into 6 fixed *scenes* of 5
 classes (`SCENES`, like "kitchen" or "street" in COCO). An image holds 2-5 coloured handwritten digits at
-random positions and sizes on a textured background, with a few flat grey patches that hide parts of
-the digits. In `train`, `val` and `test` an image draws its objects from one scene with probability
-`p_ctx`, otherwise from all classes independently; in `test_ood` every image draws its objects
-independently of the scenes. A model that leans on co-occurrence ("an occluded 7 beside red-1 and
+random positions and sizes on a textured background; flat grey patches (by default at most one per
+image) can hide part of a digit. In `train`, `val` and `test` an image draws its objects from one scene
+with probability `p_ctx`, otherwise from all classes independently; in `test_ood` every image draws its
+objects independently of the scenes. A model that leans on co-occurrence ("an occluded 7 beside red-1 and
 green-9 is blue-7") is rewarded in `test` and punished in `test_ood`.
 
 The 8x8 glyphs are split by sample: `train`/`val` render glyphs of one pool, `test`/`test_ood` of a
@@ -68,7 +68,14 @@ class ScenesConfig(BaseModel):
     """Knobs of the scenes benchmark; the defaults are the regime measured in `tools/scenes_regime.py`.
 
     Sizes given as a fraction of the canvas side scale with `image_size` (at 64 px, glyphs of 0.22-0.38
-    are 14-24 px and occluders of 0.125-0.22 are 8-14 px).
+    are 14-24 px and occluders of 0.125-0.19 are 8-12 px).
+
+    Why these defaults (small residual CNN, 0.28 M parameters, trained to its best val mAP; numbers are
+    test / test_ood mAP): with no occluder (p_ctx 0.9) it is 98.1 / 78.5; 2-4 occluders of 8-14 px
+    make test_ood near hopeless (p_ctx 0.85-0.95: 75-85 / 35-42); 0-1 occluder of 8-12 px at p_ctx 0.9
+    sits between (94.6-95.8 / 65.5-71.0, gap 25-29 over 2 data and 2 training seeds, best epoch 40-63),
+    so context helps in test, misleads in test_ood, and both leave room to improve. 2,000 train images
+    keep one model to ~10 minutes on 2 CPU cores (the team's prototype: 6,000 shrank the gap to 3).
 
     Example:
         >>> ScenesConfig(train=500, image_size=48).test
@@ -83,13 +90,13 @@ class ScenesConfig(BaseModel):
     image_size: int = Field(64, ge=16, le=512, description="Side of the square RGB canvas in pixels.")
     objects_min: int = Field(2, ge=1, le=SCENE_SIZE, description="Fewest objects (digits) per image.")
     objects_max: int = Field(5, ge=1, le=SCENE_SIZE, description="Most objects per image (at most a scene's 5 classes).")
-    p_ctx: float = Field(0.95, ge=0.0, le=1.0, description="Probability that a train/val/test image draws its objects from one scene.")
+    p_ctx: float = Field(0.9, ge=0.0, le=1.0, description="Probability that a train/val/test image draws its objects from one scene.")
     glyph_scale_min: float = Field(0.22, gt=0.0, le=1.0, description="Smallest glyph side, as a fraction of the canvas.")
     glyph_scale_max: float = Field(0.38, gt=0.0, le=1.0, description="Largest glyph side, as a fraction of the canvas.")
-    occluders_min: int = Field(2, ge=0, le=20, description="Fewest grey occluding patches per image.")
-    occluders_max: int = Field(4, ge=0, le=20, description="Most grey occluding patches per image.")
+    occluders_min: int = Field(0, ge=0, le=20, description="Fewest grey occluding patches per image.")
+    occluders_max: int = Field(1, ge=0, le=20, description="Most grey occluding patches per image.")
     occluder_scale_min: float = Field(0.125, gt=0.0, le=1.0, description="Smallest occluder side, as a fraction of the canvas.")
-    occluder_scale_max: float = Field(0.22, gt=0.0, le=1.0, description="Largest occluder side, as a fraction of the canvas.")
+    occluder_scale_max: float = Field(0.19, gt=0.0, le=1.0, description="Largest occluder side, as a fraction of the canvas.")
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -291,7 +298,7 @@ def _encode_png(pixels: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = _io.BytesIO()
-    Image.fromarray(pixels, mode="RGB").save(buf, format="PNG", compress_level=6)
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
 
 
