@@ -129,8 +129,9 @@ def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir)
             record = {"epoch": epoch + 1, **{f"val_mAP_{k}": v["mAP"] for k, v in candidates.items()}}
             record.update({k: float(v) for k, v in logs.items() if k in ("loss", "learning_rate")})
             self.state["history"].append(record)
-            # NaN mAP (no positive in the selection split) never beats a number, so the first epoch wins.
-            if self.state["best_epoch"] < 0 or best["mAP"] > self.state["best_mAP"]:
+            # NaN mAP: the selection split has no positive for these classes, so there is nothing to
+            # select on; the latest epoch is kept (the caller warns).
+            if self.state["best_epoch"] < 0 or math.isnan(best["mAP"]) or best["mAP"] > self.state["best_mAP"]:
                 if which == "ema":
                     self._swap_variables()
                 try:
@@ -233,7 +234,10 @@ def fit(
             from cpsd_tf.evaluate import load_model
 
             model.set_weights(load_model(init_from).get_weights())
-        trainer = wrap_model(model) if wrap_model is not None else model
+        trainer = model
+        if wrap_model is not None:
+            trainer = wrap_model(model)
+            trainer(np.zeros((1, data.image_size, data.image_size, 3), np.float32))  # BackupAndRestore needs it built
         optimizer = make_optimizer(train_cfg, total_steps)
         trainer.compile(optimizer=optimizer, loss=loss or make_loss(train_cfg.loss), jit_compile=train_cfg.jit_compile)
 
@@ -272,7 +276,10 @@ def fit(
     io.write_json(model_dir / METRICS_FILE, metrics)
     _cleanup(model_dir)
     if math.isnan(state["best_mAP"]):
-        raise RuntimeError(f"{title}: validation mAP is NaN")
+        import click
+
+        click.echo(f"warning: {title}: split '{select_split}' has no positive label for its classes, so no epoch "
+                   f"could be selected on it; the last epoch was kept", err=True)
     return metrics
 
 

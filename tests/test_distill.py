@@ -1,6 +1,7 @@
 """Distillation: the rho merge, the loss against NumPy, the index join, online targets, a tiny full run."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -139,3 +140,9 @@ def test_tiny_end_to_end_run_and_restart(tmp_path):
     assert again.exit_code == 0, again.output
     for stage in ("data", "partition", "baseline", "teachers", "logits", "distill"):
         assert f"[{stage}] done already, skipped" in again.output
+    # The same student with the teachers run online on every batch (the official code's way).
+    shutil.copytree(run, tmp_path / "online", ignore=shutil.ignore_patterns("student"))
+    online = CliRunner().invoke(cli, ["distill", "--recipe", str(path), "--run-dir", str(tmp_path / "online"),
+                                      "--set", "distill.teacher_logits=online"])
+    assert online.exit_code == 0, online.output
+    assert "(online logits)" in online.output and train.is_done(tmp_path / "online" / "student")
