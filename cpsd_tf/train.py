@@ -11,6 +11,7 @@ also holds `backup/` (resume state) and `selection.json` + `best.weights.h5` (be
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -248,7 +249,8 @@ def fit(
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch"),
         *extra_callbacks,
     ]
-    verbose = 1 if os.environ.get("CPSD_TF_QUIET") != "1" else 0
+    # A live bar on a terminal; one line per epoch in logs and pipes (a bar there writes every step).
+    verbose = 0 if os.environ.get("CPSD_TF_QUIET") == "1" else (1 if sys.stdout.isatty() else 2)
     history = trainer.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
                         shuffle=False)  # the pipeline shuffles
 
