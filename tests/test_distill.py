@@ -5,13 +5,14 @@ import shutil
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from click.testing import CliRunner
 
-from cpsd_tf import distill, logits, recipe, train
+from cpsd_tf import distill, logits, train
 from cpsd_tf.cli import cli
 from cpsd_tf.data import pipeline, records
 from cpsd_tf.losses import AsymmetricLoss, DistillationLoss
+
+from helpers_recipes import write_tiny_recipe
 
 
 def test_merge_puts_columns_on_their_classes():
@@ -112,17 +113,7 @@ def test_online_targets_equal_cached_targets():
 
 
 def test_tiny_end_to_end_run_and_restart(tmp_path):
-    tree = {
-        "run_dir": str(tmp_path / "run"),
-        "data": {"dir": str(tmp_path / "data"), "generator": "scenes",
-                 "scenes": {"train": 48, "val": 16, "test": 16, "image_size": 32},
-                 "image_size": 32, "eval_splits": ["test", "test_ood"], "augment": {"flip": False}},
-        "partition": {"k": 2},
-        "model": {"backbone": "tiny_cnn", "head": "linear", "weights": None},
-        "train": {"epochs": 1, "batch_size": 16},
-    }
-    path = tmp_path / "r.yaml"
-    path.write_text(json.dumps(tree))
+    path = write_tiny_recipe(tmp_path)
     result = CliRunner().invoke(cli, ["run", "--recipe", str(path)])
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"

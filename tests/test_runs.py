@@ -7,24 +7,11 @@ from click.testing import CliRunner
 from cpsd_tf import runs
 from cpsd_tf.cli import cli
 
-
-def _recipe(tmp_path, **train):
-    tree = {
-        "run_dir": str(tmp_path / "run"),
-        "data": {"dir": str(tmp_path / "data"), "generator": "scenes",
-                 "scenes": {"train": 48, "val": 16, "test": 16, "image_size": 32},
-                 "image_size": 32, "eval_splits": ["test", "test_ood"], "augment": {"flip": False}},
-        "partition": {"k": 2},
-        "model": {"backbone": "tiny_cnn", "head": "linear", "weights": None},
-        "train": {"epochs": 1, "batch_size": 16, **train},
-    }
-    path = tmp_path / "r.yaml"
-    path.write_text(json.dumps(tree))
-    return path
+from helpers_recipes import write_tiny_recipe
 
 
 def test_partition_with_recipe_builds_the_data_first(tmp_path):
-    path = _recipe(tmp_path)
+    path = write_tiny_recipe(tmp_path)
     result = CliRunner().invoke(cli, ["partition", "--recipe", str(path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "data" / "dataset.json").is_file()
