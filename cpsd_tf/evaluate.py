@@ -39,6 +39,17 @@ def model_subset(model_path):
     return None
 
 
+def model_classes(model_path, num_outputs):
+    """Output names of a trained model: `metrics.json` beside it, else class-0 … class-(m-1)."""
+    model_path = Path(model_path)
+    meta = (model_path if model_path.is_dir() else model_path.parent) / train.METRICS_FILE
+    if meta.is_file():
+        classes = json.loads(meta.read_text()).get("classes")
+        if classes and len(classes) == num_outputs:
+            return list(classes)
+    return [f"class-{i}" for i in range(num_outputs)]
+
+
 def evaluate_model(recipe, model, split, subset=None):
     """Metrics dict of `model` on `split` (restricted to `subset` columns for a teacher)."""
     from cpsd_tf.data import pipeline

@@ -10,7 +10,7 @@ from cpsd_tf.cli import cli
 
 VERBS = [
     ["data", "scenes"], ["data", "coco"], ["data", "nuswide"], ["data", "csv"], ["stats"], ["partition"],
-    ["baseline"], ["teachers"], ["logits"], ["distill"], ["evaluate"], ["export"], ["run"], ["cam"],
+    ["baseline"], ["teachers"], ["logits"], ["distill"], ["evaluate"], ["export"], ["run"], ["cam"], ["predict"],
 ]
 
 

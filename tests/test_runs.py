@@ -1,4 +1,4 @@
-"""`cpsd-tf run`: stages in order, finished ones skipped, a clear stop at stages not built yet."""
+"""`cpsd-tf run`: stages in order, finished ones skipped."""
 
 import json
 

@@ -1,17 +1,6 @@
-"""Recipe-driven stage verbs: baseline, teachers, logits, distill, evaluate, export, run, cam."""
+"""Stage verbs: baseline, teachers, logits, distill, evaluate, export, run (recipe-driven); predict, cam."""
 
 import click
-
-from cpsd_tf.errors import UserError
-
-_NOT_BUILT = {
-    "export": 6,
-    "cam": 6,
-}
-
-
-def _not_built(verb):
-    raise UserError(f"'cpsd-tf {verb}' is not built yet (issue #{_NOT_BUILT[verb]})")
 
 
 def _open_run(recipe, run_dir, overrides):
@@ -92,8 +81,10 @@ def evaluate(recipe, run_dir, overrides, model, split):
 @click.option("--model", type=click.Path(), help="Model to export (default: the run's student).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="SavedModel base folder.")
 def export(recipe, run_dir, overrides, model, out):
-    """Export a SavedModel for TF Serving."""
-    _not_built("export")
+    """Export a SavedModel for TF Serving (DIR/<next version>/) and verify it in a fresh process."""
+    from cpsd_tf import export as stage
+
+    stage.run(*_open_run(recipe, run_dir, overrides), model=model, out=out)
 
 
 @click.command("run")
@@ -115,8 +106,28 @@ def run(recipe, run_dir, overrides):
 @click.option("--label", required=True, help="Class name to explain.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
 def cam(model, image, label, out):
-    """Class activation map overlay (Grad-CAM) for a label."""
-    _not_built("cam")
+    """Class activation map overlay (Grad-CAM) for a label, one row per model."""
+    from cpsd_tf import cam as stage
+    from cpsd_tf.quiet import import_tensorflow
+
+    import_tensorflow()
+    stage.run(list(model), image, label, out)
 
 
-COMMANDS = [baseline, teachers, logits, distill, evaluate, export, run, cam]
+@click.command("predict")
+@click.option("--model", required=True, type=click.Path(exists=True),
+              help="A .keras model (or its folder), a SavedModel folder or an export base folder.")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Probability cut-off.")
+@click.option("--top", type=click.IntRange(min=1), help="At most this many labels per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def predict(model, images, threshold, top, as_json):
+    """Labels of IMAGES above a threshold, with their probabilities."""
+    from cpsd_tf import predict as stage
+    from cpsd_tf.quiet import import_tensorflow
+
+    import_tensorflow()
+    stage.run(model, list(images), threshold=threshold, top=top, as_json=as_json)
+
+
+COMMANDS = [baseline, teachers, logits, distill, evaluate, export, run, cam, predict]

@@ -1,0 +1,279 @@
+"""`cpsd-tf export`: a trained model as a TF Serving SavedModel, verified in a fresh process.
+
+Layout (TF Serving's): `<out>/<version>/` with `saved_model.pb`, `variables/` and `assets/classes.txt`
+(one class name per line, in output order); version = 1 + the largest integer folder already in `<out>`.
+
+Signatures (inputs and outputs are batched, so TF Serving's row format works):
+    serving_default  images:  string [None], encoded JPEG/PNG bytes; decoded, resized and normalised in
+                              the graph exactly as evaluation does (`pipeline.preprocess_eval`).
+    pixels           pixels:  float32 [None, S, S, 3], RGB already decoded and resized, in [0, 1].
+    Both return      probabilities: float32 [None, m] (sigmoid of the logits),
+                     classes:       string  [None, m] (the class names, repeated per row).
+
+The SavedModel holds plain TensorFlow ops and variables only: `tf.saved_model.load` works without
+cpsd_tf (and without Keras custom objects), which `verify` checks in a child process that blocks the
+import of cpsd_tf.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from cpsd_tf import io
+from cpsd_tf.errors import UserError
+
+CLASSES_ASSET = "classes.txt"
+SERVING_KEY = "serving_default"
+PIXELS_KEY = "pixels"
+TOLERANCE = 1e-5
+_DECODE_ERROR = "image could not be decoded: expected JPEG or PNG bytes"
+
+
+def next_version(out_dir):
+    """1 + the largest integer-named folder in `out_dir` (1 when there is none)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: --out must be a folder, found a file")
+    versions = [int(p.name) for p in out_dir.iterdir() if p.is_dir() and p.name.isdigit()] if out_dir.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def _serving_module(model, class_names, image_size, normalize, classes_file):
+    """A `tf.Module` holding `model` with the two serving functions and the class-name asset."""
+    import tensorflow as tf
+
+    from cpsd_tf.data import pipeline
+
+    pipeline._check_normalize(normalize)
+
+    class Serving(tf.Module):
+        def __init__(self):
+            super().__init__(name="cpsd_tf_serving")
+            self.model = model
+            self.classes_asset = tf.saved_model.Asset(str(classes_file))
+            self.class_names = tf.Variable(class_names, trainable=False, dtype=tf.string, name="class_names")
+
+        def _outputs(self, images):
+            logits = tf.cast(self.model(images, training=False), tf.float32)
+            rows = tf.shape(logits)[0]
+            return {
+                "probabilities": tf.sigmoid(logits),
+                "classes": tf.tile(self.class_names[tf.newaxis], tf.stack([rows, 1])),
+            }
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        def serve_bytes(self, images):
+            def one(encoded):
+                # decode_image's own error names no image; a readable message for TF Serving clients.
+                head = tf.strings.substr(encoded, 0, 4)
+                known = tf.reduce_any(tf.equal(head, [b"\x89PNG", b"GIF8"])) | tf.equal(
+                    tf.strings.substr(encoded, 0, 2), b"\xff\xd8") | tf.equal(tf.strings.substr(encoded, 0, 2), b"BM")
+                check = tf.debugging.Assert(known, [_DECODE_ERROR], name="decodable")
+                with tf.control_dependencies([check]):
+                    return pipeline.preprocess_eval(tf.identity(encoded), image_size, normalize)
+
+            spec = tf.TensorSpec([image_size, image_size, 3], tf.float32)
+            images = tf.map_fn(one, images, fn_output_signature=spec)
+            return self._outputs(images)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="pixels")])
+        def serve_pixels(self, pixels):
+            return self._outputs(pipeline.normalize_image(pixels, normalize))
+
+    return Serving()
+
+
+def write_saved_model(model, class_names, path, normalize="unit"):
+    """Write `model` as a SavedModel folder `path` (atomically) with the serving signatures and asset.
+
+    Args:
+        model: a Keras model taking float32 [None, S, S, 3] images and returning logits [None, m].
+        class_names: list of str, the m output names.
+        path: str or Path, the SavedModel folder to create (e.g. `<out>/1`).
+        normalize: str, the input scaling the model was trained with (recipe `model.normalize`).
+            Defaults to "unit".
+    """
+    import tensorflow as tf
+
+    image_size = int(model.input_shape[1])
+    if len(class_names) != int(model.output_shape[-1]):
+        raise UserError(f"model has {model.output_shape[-1]} outputs but {len(class_names)} class names were given")
+    path = Path(path)
+    with io.atomic_path(path) as tmp:
+        staging = tmp.with_name(tmp.name + ".assets")
+        staging.mkdir()
+        try:
+            classes_file = staging / CLASSES_ASSET
+            classes_file.write_text("".join(f"{c}\n" for c in class_names))
+            module = _serving_module(model, list(class_names), image_size, normalize, classes_file)
+            signatures = {
+                SERVING_KEY: module.serve_bytes.get_concrete_function(),
+                PIXELS_KEY: module.serve_pixels.get_concrete_function(),
+            }
+            tf.saved_model.save(module, str(tmp), signatures=signatures)
+        finally:
+            for f in staging.iterdir():
+                f.unlink()
+            staging.rmdir()
+    return path
+
+
+# The child process of `verify`: no cpsd_tf (a None entry in sys.modules makes `import cpsd_tf` fail),
+# plain TensorFlow only. It prints one JSON line.
+_VERIFY_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.modules["cpsd_tf"] = None
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path, images_file, out_file = sys.argv[1:4]
+    loaded = tf.saved_model.load(path)
+    images = [bytes.fromhex(h) for h in json.loads(open(images_file).read())]
+    outputs = loaded.signatures["serving_default"](images=tf.constant(images))
+    np.save(out_file, outputs["probabilities"].numpy())
+    classes = [c.decode() for c in outputs["classes"].numpy()[0]]
+    asset = open(os.path.join(path, "assets", "classes.txt")).read().splitlines()
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(open(os.path.join(path, "saved_model.pb"), "rb").read())
+    sigs = {k: v for k, v in proto.meta_graphs[0].signature_def.items() if not k.startswith("__")}
+    def info(t):
+        dims = [d.size for d in t.tensor_shape.dim]
+        return {"dtype": types_pb2.DataType.Name(t.dtype), "shape": dims, "name": t.name}
+    signatures = {k: {"inputs": {n: info(t) for n, t in v.inputs.items()},
+                      "outputs": {n: info(t) for n, t in v.outputs.items()},
+                      "method": v.method_name} for k, v in sigs.items()}
+    try:
+        loaded.signatures["serving_default"](images=tf.constant([b"these are not image bytes"]))
+        bad_bytes = "accepted"
+    except tf.errors.InvalidArgumentError as e:
+        lines = [l.strip() for l in e.message.splitlines() if l.strip()]
+        bad_bytes = next((l for l in lines if "could not be decoded" in l), lines[0] if lines else "rejected")
+    print(json.dumps({"classes": classes, "asset": asset, "signatures": signatures, "bad_bytes": bad_bytes,
+                      "cpsd_tf_importable": False}))
+    """
+)
+
+
+def format_signatures(signatures):
+    """Signature dict (from the child process) -> text laid out like `saved_model_cli show --all`."""
+    lines = []
+    for key in sorted(signatures, key=lambda k: (k != SERVING_KEY, k)):
+        sig = signatures[key]
+        lines.append(f"signature_def['{key}']:")
+        for kind in ("inputs", "outputs"):
+            lines.append(f"  The given SavedModel SignatureDef contains the following {kind[:-1]}(s):")
+            for name, t in sorted(sig[kind].items()):
+                shape = "(" + ", ".join(str(d) for d in t["shape"]) + ("," if len(t["shape"]) == 1 else "") + ")"
+                lines += [f"    {kind}['{name}'] tensor_info:", f"        dtype: {t['dtype']}",
+                          f"        shape: {shape}", f"        name: {t['name']}"]
+        lines.append(f"  Method name is: {sig['method']}")
+    return "\n".join(lines)
+
+
+def verify(path, model, images, normalize="unit"):
+    """Reload the SavedModel at `path` in a fresh process without cpsd_tf and compare with `model`.
+
+    Args:
+        path: the SavedModel folder.
+        model: the Keras model that was exported.
+        images: list of bytes, encoded JPEG/PNG images to run through both.
+        normalize: str, the model's input scaling. Defaults to "unit".
+
+    Returns:
+        dict: max_abs_diff, images, classes (from the served outputs), signatures, bad_bytes (the
+        error message a request with undecodable bytes got), passed (max_abs_diff <= 1e-5).
+    """
+    import tensorflow as tf
+
+    from cpsd_tf.data import pipeline
+
+    image_size = int(model.input_shape[1])
+    batch = tf.stack([pipeline.preprocess_eval(tf.constant(b), image_size, normalize) for b in images])
+    expected = tf.sigmoid(tf.cast(model(batch, training=False), tf.float32)).numpy()
+    path = Path(path)
+    with io.atomic_path(path.parent / f".verify-{path.name}") as scratch:
+        scratch.mkdir()
+        (scratch / "images.json").write_text(json.dumps([b.hex() for b in images]))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.run(
+            [sys.executable, "-c", _VERIFY_SCRIPT, str(path), str(scratch / "images.json"), str(scratch / "probs.npy")],
+            capture_output=True, text=True, env=env, cwd=str(scratch),
+        )
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"{path}: the exported SavedModel failed to load or run in a fresh process ({tail})")
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        served = np.load(scratch / "probs.npy")
+    diff = float(np.max(np.abs(served - expected))) if served.shape == expected.shape else float("inf")
+    report.update(max_abs_diff=diff, images=len(images), passed=diff <= TOLERANCE)
+    return report
+
+
+def _sample_images(recipe, count=8):
+    """Up to `count` encoded images from the run's first evaluation split, else random PNGs."""
+    import tensorflow as tf
+
+    from cpsd_tf.data import records
+
+    data = recipe.data
+    for split in list(data.eval_splits) + [data.val_split, data.train_split]:
+        try:
+            out = [r["image"] for r, _ in zip(records.iter_records(data.dir, split), range(count))]
+        except (UserError, OSError):
+            continue
+        if out:
+            return out
+    rng = np.random.default_rng(0)
+    size = data.image_size
+    return [tf.io.encode_png(rng.integers(0, 256, (size + 7, size + 3, 3), dtype=np.uint8)).numpy() for _ in range(count)]
+
+
+def _dir_size(path):
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def run(recipe, run_dir, model=None, out=None):
+    """Export `model` (default: the run's student) into `<out>/<next version>/`, verify it, print a report.
+
+    Returns:
+        dict: path, version, size_bytes and the `verify` report.
+    """
+    import click
+
+    from cpsd_tf import evaluate, train
+    from cpsd_tf.distill import STUDENT_DIR
+
+    if out is None:
+        raise UserError("export needs --out DIR (the SavedModel base folder)")
+    model_path = Path(model) if model else Path(run_dir) / STUDENT_DIR / train.MODEL_FILE
+    if not model_path.exists():
+        raise UserError(f"{model_path}: no trained model to export (run `cpsd-tf distill` first, or pass --model)")
+    keras_model = evaluate.load_model(model_path)
+    class_names = evaluate.model_classes(model_path, int(keras_model.output_shape[-1]))
+    version = next_version(out)
+    target = Path(out) / str(version)
+    click.echo(f"Exporting {model_path} -> {target}", err=True)
+    write_saved_model(keras_model, class_names, target, normalize=recipe.model.normalize)
+    report = verify(target, keras_model, _sample_images(recipe), normalize=recipe.model.normalize)
+    size = _dir_size(target)
+    click.echo(format_signatures(report["signatures"]))
+    click.echo("")
+    click.echo(f"SavedModel: {target} ({size / 1e6:.2f} MB), classes asset: {target / 'assets' / CLASSES_ASSET}")
+    status = "PASS" if report["passed"] else "FAIL"
+    click.echo(
+        f"Fresh-process check (cpsd_tf not importable): {report['images']} images, "
+        f"max |Δprobability| = {report['max_abs_diff']:.2e} (tolerance {TOLERANCE:g}): {status}"
+    )
+    click.echo(f"Undecodable bytes are refused: {report['bad_bytes']}")
+    if not report["passed"]:
+        raise UserError(f"{target}: served probabilities differ from the Keras model's by {report['max_abs_diff']:.2e}")
+    return {"path": str(target), "version": version, "size_bytes": size, **report}

@@ -1,0 +1,146 @@
+"""`cpsd-tf predict`: labels of image files from a `.keras` model or an exported SavedModel.
+
+Both kinds of model see the same input: the file's bytes, decoded and resized as evaluation does
+(`pipeline.preprocess_eval`). A SavedModel runs its own `serving_default` signature, so predict exercises
+exactly what TF Serving would.
+"""
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from cpsd_tf.errors import UserError
+
+
+def _saved_model_dir(path):
+    """`path` itself, or its highest version folder, when it holds a SavedModel; else None."""
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    if path.is_dir():
+        versions = [p for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
+        if versions:
+            return max(versions, key=lambda p: int(p.name))
+    return None
+
+
+def _recipe_normalize(model_path):
+    """`model.normalize` of the run a `.keras` model belongs to (`recipe.yaml` up to two levels above)."""
+    import yaml
+
+    for parent in list(Path(model_path).resolve().parents)[:3]:
+        resolved = parent / "recipe.yaml"
+        if resolved.is_file():
+            try:
+                return (yaml.safe_load(resolved.read_text()) or {}).get("model", {}).get("normalize", "unit")
+            except (yaml.YAMLError, AttributeError):
+                return "unit"
+    return "unit"
+
+
+class Predictor:
+    """Probabilities of encoded images from one model file or folder.
+
+    Args:
+        path: a `.keras` file, a trained model's folder (holding `model.keras`), a SavedModel folder or
+            an export base folder (its highest version is used).
+
+    Example:
+        p = Predictor("runs/demo/student")
+        probs = p.predict([open("img.png", "rb").read()])  # float32 [1, m]; names in p.classes
+    """
+
+    def __init__(self, path):
+        from cpsd_tf import evaluate, export
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise UserError(f"{self.path}: no such model file or folder")
+        saved = _saved_model_dir(self.path)
+        if saved is not None:
+            import tensorflow as tf
+
+            self.kind = "savedmodel"
+            self.path = saved
+            loaded = tf.saved_model.load(str(saved))
+            if export.SERVING_KEY not in loaded.signatures:
+                raise UserError(f"{saved}: SavedModel has no '{export.SERVING_KEY}' signature")
+            self._serve = loaded.signatures[export.SERVING_KEY]
+            self._loaded = loaded  # keeps the variables alive
+            classes_file = saved / "assets" / export.CLASSES_ASSET
+            self.classes = classes_file.read_text().splitlines() if classes_file.is_file() else None
+        else:
+            self.kind = "keras"
+            self.model = evaluate.load_model(self.path)
+            self.image_size = int(self.model.input_shape[1])
+            self.normalize = _recipe_normalize(self.path)
+            self.classes = evaluate.model_classes(self.path, int(self.model.output_shape[-1]))
+
+    def predict(self, images, names=None):
+        """Probabilities float32 [len(images), m] of a list of encoded images (bytes).
+
+        `names` (same length, e.g. file paths) are used in the error for bytes that do not decode.
+        """
+        import tensorflow as tf
+
+        from cpsd_tf.data import pipeline
+
+        names = names or [f"image {i}" for i in range(len(images))]
+        for data, name in zip(images, names):
+            _check_decodable(data, name)
+        if self.kind == "savedmodel":
+            out = self._serve(images=tf.constant(list(images)))
+            if self.classes is None:
+                self.classes = [c.decode() for c in out["classes"].numpy()[0]]
+            return out["probabilities"].numpy()
+        batch = tf.stack([pipeline.preprocess_eval(tf.constant(b), self.image_size, self.normalize) for b in images])
+        return tf.sigmoid(tf.cast(self.model(batch, training=False), tf.float32)).numpy()
+
+
+def _check_decodable(data, name):
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_image(data, channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, ValueError):
+        raise UserError(f"{name}: could not be decoded as an image (expected JPEG or PNG bytes)") from None
+
+
+def labels_above(probs, classes, threshold, top=None):
+    """[(class, probability)] of one row above `threshold`, most probable first (at most `top`)."""
+    order = np.argsort(-probs, kind="stable")
+    out = [(classes[i], float(probs[i])) for i in order if probs[i] >= threshold]
+    return out[:top] if top else out
+
+
+def run(model, images, threshold=0.5, top=None, as_json=False, batch_size=32):
+    """Predict every image file and print a table (or JSON); return the JSON-able result list."""
+    predictor = Predictor(model)
+    results = []
+    for start in range(0, len(images), batch_size):
+        chunk = [Path(p) for p in images[start : start + batch_size]]
+        probs = predictor.predict([p.read_bytes() for p in chunk], names=[str(p) for p in chunk])
+        for path, row in zip(chunk, probs):
+            results.append({
+                "image": str(path),
+                "labels": [{"label": c, "probability": round(p, 6)} for c, p in labels_above(row, predictor.classes, threshold, top)],
+            })
+    if as_json:
+        click.echo(json.dumps({"model": str(predictor.path), "threshold": threshold, "predictions": results}, indent=2))
+    else:
+        click.echo(format_table(results, threshold))
+    return results
+
+
+def format_table(results, threshold):
+    """Predictions -> text: one block per image, one line per label above the threshold."""
+    lines = []
+    for r in results:
+        lines.append(r["image"])
+        if not r["labels"]:
+            lines.append(f"  (no label above {threshold:g})")
+        width = max((len(x["label"]) for x in r["labels"]), default=0)
+        lines += [f"  {x['label']:<{width}}  {x['probability']:.3f}" for x in r["labels"]]
+    return "\n".join(lines)
