@@ -15,6 +15,9 @@ from cpsd_tf import io
 from cpsd_tf.errors import UserError
 
 
+_PROBES = {}  # id(model) -> (model, features-and-logits model): built once per explained model
+
+
 def grad_cam(model, image, column):
     """Grad-CAM of output `column` for one image.
 
@@ -34,11 +37,14 @@ def grad_cam(model, image, column):
 
     from cpsd_tf.models import FEATURES_LAYER
 
-    try:
-        features_layer = model.get_layer(FEATURES_LAYER)
-    except ValueError:
-        raise UserError(f"model {model.name!r} has no '{FEATURES_LAYER}' layer; Grad-CAM needs a cpsd-tf model") from None
-    probe = keras.Model(model.inputs, [features_layer.output, model.outputs[0]])
+    probe = _PROBES.get(id(model))
+    if probe is None or probe[0] is not model:
+        try:
+            features_layer = model.get_layer(FEATURES_LAYER)
+        except ValueError:
+            raise UserError(f"model {model.name!r} has no '{FEATURES_LAYER}' layer; Grad-CAM needs a cpsd-tf model") from None
+        probe = _PROBES[id(model)] = (model, keras.Model(model.inputs, [features_layer.output, model.outputs[0]]))
+    probe = probe[1]
     x = tf.convert_to_tensor(image[np.newaxis], tf.float32)
     with tf.GradientTape() as tape:
         features, logits = probe(x, training=False)

@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -200,8 +201,8 @@ def verify(path, model, images, normalize="unit"):
     batch = tf.stack([pipeline.preprocess_eval(tf.constant(b), image_size, normalize) for b in images])
     expected = tf.sigmoid(tf.cast(model(batch, training=False), tf.float32)).numpy()
     path = Path(path)
-    with io.atomic_path(path.parent / f".verify-{path.name}") as scratch:
-        scratch.mkdir()
+    with tempfile.TemporaryDirectory(prefix=".verify-", dir=path.parent) as scratch:
+        scratch = Path(scratch)
         (scratch / "images.json").write_text(json.dumps([b.hex() for b in images]))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         proc = subprocess.run(
