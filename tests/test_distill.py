@@ -13,6 +13,7 @@ from cpsd_tf.data import pipeline, records
 from cpsd_tf.losses import AsymmetricLoss, DistillationLoss
 
 from helpers_recipes import write_tiny_recipe
+from helpers_events import event_tags
 
 
 def test_merge_puts_columns_on_their_classes():
@@ -127,6 +128,11 @@ def test_tiny_end_to_end_run_and_restart(tmp_path):
         assert set(per_split["test"]) == {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"}
     assert "cpsd" in (run / "results.md").read_text()
     assert train.is_done(run / "student")
+    # One TensorBoard log root: `tensorboard --logdir <run>` finds every model's loss, lr and val mAP.
+    logged = {p.parent.relative_to(run).as_posix() for p in run.glob("**/tensorboard")}
+    assert logged == {"baseline", "student", "teachers/cgp-0", "teachers/cgp-1", "teachers/dgp-0", "teachers/dgp-1"}
+    for model_dir in logged:
+        assert {"epoch_loss", "epoch_learning_rate", "val_mAP/raw"} <= event_tags(run / model_dir / "tensorboard")
     again = CliRunner().invoke(cli, ["run", "--recipe", str(path)])
     assert again.exit_code == 0, again.output
     for stage in ("data", "partition", "baseline", "teachers", "logits", "distill"):

@@ -3,13 +3,14 @@
 import json
 
 import keras
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cpsd_tf import baseline, evaluate, recipe, teachers, train
 from cpsd_tf.cli import cli
 from cpsd_tf.errors import UserError
+
+from helpers_events import event_tags
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +34,6 @@ def tiny(tmp_path_factory):
     path = root / "tiny.yaml"
     path.write_text(json.dumps(tree))
     return path
-
-
-def _event_tags(log_dir):
-    import tensorflow as tf
-
-    tags = set()
-    for path in log_dir.rglob("events.out.tfevents*"):
-        for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-            event = tf.compat.v1.Event.FromString(record)
-            tags.update(v.tag for v in event.summary.value)
-    return tags
 
 
 def test_ema_momentum_auto():
@@ -78,7 +68,7 @@ def test_baseline_then_evaluate(tiny, tmp_path):
     per_split = evaluate.run(r, run_dir, model=str(model_dir), split="test_ood")
     assert list(per_split) == ["test_ood"] and (model_dir / "eval.json").is_file()
     # TensorBoard event files hold loss, learning rate, validation mAP and per-class AP.
-    tags = _event_tags(model_dir / "tensorboard")
+    tags = event_tags(model_dir / "tensorboard")
     assert {"epoch_loss", "epoch_learning_rate", "epoch_mAP", "val_mAP/raw"} <= tags
     assert sum(t.startswith("val_AP/") for t in tags) >= 20
 
