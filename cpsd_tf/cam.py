@@ -60,8 +60,13 @@ def grad_cam(model, image, column):
 
 
 def peak(heat):
-    """(row, col) of the maximum of a heat map."""
-    return tuple(int(v) for v in np.unravel_index(int(np.argmax(heat)), heat.shape))
+    """(row, col) of a heat map's maximum: the centre of its top plateau.
+
+    Upsampling keeps a border cell's value flat out to the edge, so a bare argmax would land on row or
+    column 0 whenever the hottest cell touches the border.
+    """
+    rows, cols = np.nonzero(heat >= heat.max() - 1e-6)
+    return int(round(rows.mean())), int(round(cols.mean()))
 
 
 def peak_in_box(heat, box, margin=0):
