@@ -184,3 +184,17 @@ def test_cli_bad_knobs(tmp_path, args, expected):
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_render_with_boxes_puts_each_object_in_its_box():
+    config = scenes.ScenesConfig(image_size=32, occluders_min=0, occluders_max=0)
+    red, blue = scenes.CLASSES.index("red-1"), scenes.CLASSES.index("blue-8")
+    pixels, boxes = scenes.render_with_boxes(config, [[red, blue]] * 4, seed=3)
+    assert pixels.shape == (4, 32, 32, 3) and pixels.dtype == np.uint8
+    for image, per_image in zip(pixels.astype(int), boxes):
+        for channel, (top, left, side) in zip((0, 2), per_image):  # red glyph, then blue glyph
+            others = [c for c in range(3) if c != channel]
+            strong = (image[..., channel] - image[..., others].max(-1)) > 100
+            inside = np.zeros_like(strong)
+            inside[top : top + side, left : left + side] = True
+            assert strong[inside].any() and not strong[~inside].any()
