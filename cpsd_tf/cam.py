@@ -15,9 +15,6 @@ from cpsd_tf import io
 from cpsd_tf.errors import UserError
 
 
-_PROBES = {}  # id(model) -> (model, features-and-logits model): built once per explained model
-
-
 def grad_cam(model, image, column):
     """Grad-CAM of output `column` for one image.
 
@@ -37,14 +34,11 @@ def grad_cam(model, image, column):
 
     from cpsd_tf.models import FEATURES_LAYER
 
-    probe = _PROBES.get(id(model))
-    if probe is None or probe[0] is not model:
-        try:
-            features_layer = model.get_layer(FEATURES_LAYER)
-        except ValueError:
-            raise UserError(f"model {model.name!r} has no '{FEATURES_LAYER}' layer; Grad-CAM needs a cpsd-tf model") from None
-        probe = _PROBES[id(model)] = (model, keras.Model(model.inputs, [features_layer.output, model.outputs[0]]))
-    probe = probe[1]
+    try:
+        features_layer = model.get_layer(FEATURES_LAYER)
+    except ValueError:
+        raise UserError(f"model {model.name!r} has no '{FEATURES_LAYER}' layer; Grad-CAM needs a cpsd-tf model") from None
+    probe = keras.Model(model.inputs, [features_layer.output, model.outputs[0]])
     x = tf.convert_to_tensor(image[np.newaxis], tf.float32)
     with tf.GradientTape() as tape:
         features, logits = probe(x, training=False)
@@ -106,8 +100,9 @@ def explain(model_paths, image_bytes, label, image_name="image"):
             raise UserError(f"{path}: cam needs a trained .keras model (a SavedModel keeps no layer to explain)")
         model = evaluate.load_model(path)
         classes = evaluate.model_classes(path, int(model.output_shape[-1]))
-        image = pipeline.preprocess_eval(image_bytes, int(model.input_shape[1]), _recipe_normalize(path)).numpy()
-        unit = pipeline.to_unit(pipeline.decode_resize(image_bytes, int(model.input_shape[1]))).numpy()
+        unit = pipeline.to_unit(pipeline.decode_resize(image_bytes, int(model.input_shape[1])))
+        image = pipeline.normalize_image(unit, _recipe_normalize(path)).numpy()  # = preprocess_eval
+        unit = unit.numpy()
         row = {"name": _model_name(path), "path": str(path), "classes": classes, "owns": label in classes,
                "image": unit, "heat": None, "probability": None}
         if row["owns"]:
