@@ -89,22 +89,20 @@ def explain(model_paths, image_bytes, label, image_name="image"):
     A model that does not predict `label` (a teacher of another cluster) gets owns=False and no heat map;
     when no model predicts it, a `UserError` lists what the models do predict.
     """
-    from cpsd_tf import evaluate
+    from cpsd_tf import rundir
     from cpsd_tf.data import pipeline
-    from cpsd_tf.predict import _check_decodable, _recipe_normalize
+    from cpsd_tf.predict import _check_decodable
 
     _check_decodable(image_bytes, image_name)
     rows = []
     for path in model_paths:
         if Path(path).is_dir() and (Path(path) / "saved_model.pb").is_file():
             raise UserError(f"{path}: cam needs a trained .keras model (a SavedModel keeps no layer to explain)")
-        model = evaluate.load_model(path)
-        classes = evaluate.model_classes(path, int(model.output_shape[-1]))
-        unit = pipeline.to_unit(pipeline.decode_resize(image_bytes, int(model.input_shape[1])))
-        image = pipeline.normalize_image(unit, _recipe_normalize(path)).numpy()  # = preprocess_eval
-        unit = unit.numpy()
+        model = rundir.load_model(path)
+        classes = rundir.model_classes(path, int(model.output_shape[-1]))
+        image = pipeline.preprocess_eval(image_bytes, int(model.input_shape[1])).numpy()  # [0, 1] RGB
         row = {"name": _model_name(path), "path": str(path), "classes": classes, "owns": label in classes,
-               "image": unit, "heat": None, "probability": None}
+               "image": image, "heat": None, "probability": None}
         if row["owns"]:
             row["heat"], row["probability"] = grad_cam(model, image, classes.index(label))
         rows.append(row)

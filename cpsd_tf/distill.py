@@ -1,44 +1,34 @@
 """`cpsd-tf distill`: the full-label student trained from its teachers (paper §3.3).
 
-L = w_cls·ASL(y, ŝ) + Σ_t w_teacher·‖ŝ − ŷ_t‖² over the recipe's teacher sets (CPSD: CGP and DGP).
-With `distill.teacher_logits: cached` (default) the teachers' merged train logits (`logits/<set>.npy`)
-join each batch by record `index` from an in-memory table — no file I/O and no teacher forward pass per
-step, so a step costs what a baseline step costs. `online` runs the teachers on every augmented batch
-instead, as the official code does.
+L = w_cls·ASL(y, ŝ) + Σ_t w_t·‖ŝ − ŷ_t‖² over the recipe's teacher sets, the w_t sharing `distill.w_distill`
+(official CPSD: 0.5·ASL + 0.25·SSE_cgp + 0.25·SSE_dgp). Targets, by `distill.teacher_logits`:
+- `online` (default, the official code): the frozen teachers run on every augmented batch the student sees,
+  so the targets are the teachers' view of exactly the student's images;
+- `cached_views`: the same targets as `online`, computed once per (data pass, record) view by `cpsd-tf logits`
+  (`logits/views/<set>.npy`) and joined to each batch by (pass, index): a step costs what a baseline step
+  costs, and every student of the run shares the tables;
+- `cached_clean`: the teachers' merged logits of the un-augmented train images (`logits/<set>.npy`) join
+  each batch by record `index` — no teacher pass per step, but the targets are of another view.
 
 The recipe's student goes to `<run_dir>/student/`; each `ablation` variant to `<run_dir>/ablations/<name>/`.
+The teachers (and logits) must exist: this stage never trains them.
 """
-
-from pathlib import Path
 
 import click
 
 from cpsd_tf import logits as logits_mod
-from cpsd_tf import teachers as teachers_mod
-from cpsd_tf import train
+from cpsd_tf import recipe as recipe_mod
+from cpsd_tf import rundir, stage, view_targets
 from cpsd_tf.data import prepare, records
-from cpsd_tf.recipe import VARIANTS
-
-STUDENT_DIR = "student"
-ABLATIONS_DIR = "ablations"
+from cpsd_tf.errors import UserError
 
 
-def students(recipe, run_dir):
-    """[(name, teacher sets, model folder)]: the recipe's student first, then the ablation variants."""
-    main = recipe.distill.variant
-    out = [(main, tuple(recipe.distill.teachers), Path(run_dir) / STUDENT_DIR)]
-    for variant in recipe.ablation:
-        if variant != main:
-            out.append((variant, VARIANTS[variant], Path(run_dir) / ABLATIONS_DIR / variant))
-    return out
-
-
-def make_loss(recipe, num_classes, num_teachers):
-    from cpsd_tf.losses import DistillationLoss
+def make_loss(recipe, num_classes, teacher_sets):
+    from cpsd_tf.losses import DistillationLoss, distill_weights
 
     d, asl = recipe.distill, recipe.train.loss
     return DistillationLoss(
-        num_classes, num_teachers, w_cls=d.w_cls, w_teacher=d.w_teacher, mse=d.mse,
+        num_classes, distill_weights(teacher_sets, d.w_distill, d.alpha), w_cls=d.w_cls, mse=d.mse,
         asl={"gamma_neg": asl.gamma_neg, "gamma_pos": asl.gamma_pos, "clip": asl.clip, "normalize": asl.normalize},
     )
 
@@ -55,8 +45,13 @@ def cached_targets_fn(tables):
     return targets
 
 
-def online_wrapper(teacher_sets, num_classes):
-    """model -> a Keras model that trains `model` with targets from frozen teachers run on each batch."""
+def online_wrapper(teacher_sets, num_classes, positive_only=False):
+    """model -> a Keras model that trains `model` with targets from frozen teachers run on each batch.
+
+    With `positive_only` (recipe `teachers.images: positive`, paper Eq. 5: a teacher distils on the images of
+    its sub-task only), a teacher's columns count only for images with one of its classes: elsewhere the
+    target is the student's own (gradient-free) output, so that term is zero.
+    """
     import keras
     import numpy as np
     import tensorflow as tf
@@ -71,17 +66,27 @@ def online_wrapper(teacher_sets, num_classes):
             for models, subsets in sets:
                 for mdl in models:
                     mdl.trainable = False
-                order = np.concatenate([np.arange(num_classes) if s is None else np.asarray(s) for s in subsets])
-                self.sets.append((models, tf.constant(np.argsort(order), tf.int32)))
+                subsets = [np.arange(num_classes) if s is None else np.asarray(s) for s in subsets]
+                member = np.zeros((len(subsets), num_classes), np.float32)  # member t owns class c
+                for t, cols in enumerate(subsets):
+                    member[t, cols] = 1.0
+                inverse = tf.constant(np.argsort(np.concatenate(subsets)), tf.int32)
+                self.sets.append((models, inverse, tf.constant(member)))
 
         def call(self, x, training=False):
             return self.student(x, training=training)
 
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
             parts = [y]
-            for models, inverse in self.sets:
+            for models, inverse, member in self.sets:
                 outputs = tf.concat([mdl(x, training=False) for mdl in models], axis=-1)
-                parts.append(tf.gather(tf.cast(outputs, tf.float32), inverse, axis=-1))
+                target = tf.gather(tf.cast(outputs, tf.float32), inverse, axis=-1)
+                if positive_only:
+                    # image i has a positive of teacher t -> t's columns are distilled for image i
+                    has = tf.cast(tf.matmul(tf.cast(y, tf.float32), member, transpose_b=True) > 0, tf.float32)
+                    keep = tf.matmul(has, member) > 0  # [B, m]
+                    target = tf.where(keep, target, tf.stop_gradient(tf.cast(y_pred, tf.float32)))
+                parts.append(target)
             return super().compute_loss(x, tf.concat(parts, axis=-1), y_pred, sample_weight, training)
 
     def wrap(model):
@@ -90,56 +95,77 @@ def online_wrapper(teacher_sets, num_classes):
     return wrap
 
 
-def _load_teacher_sets(recipe, run_dir, sets):
-    from cpsd_tf.evaluate import load_model
-
+def _load_teacher_sets(run_dir, sets):
     loaded = []
     for teacher_set in sets:
-        members = teachers_mod.teachers_of(recipe, run_dir, teacher_set)
-        loaded.append(([load_model(d) for _, d, _ in members], [s for _, _, s in members]))
+        members = logits_mod.require_teachers(run_dir, teacher_set)
+        loaded.append(([rundir.load_model(d) for _, d, _ in members], [s for _, _, s in members]))
     return loaded
 
 
-def train_student(recipe, run_dir, name, sets, model_dir):
+def student_provenance(recipe, run_dir, sets):
+    values = stage.model_values(recipe, "distill", "partition")
+    values["distill.teachers"] = list(sets)  # the variant's own sets, not the recipe's main list
+    inputs = stage.data_inputs(recipe, run_dir)
+    for teacher_set in sets:
+        inputs.update(logits_mod.set_inputs(run_dir, teacher_set))
+    return values, inputs
+
+
+def train_student(recipe, run_dir, name, sets, model_dir, force=False):
     """Train one student from the teacher sets `sets` into `model_dir`."""
     info = records.load_info(recipe.data.dir)
     m = info.num_classes
     d = recipe.distill
-    epochs = d.epochs or recipe.train.epochs
-    init_from = Path(run_dir) / "baseline" / train.MODEL_FILE if d.init == "baseline" else None
+    values, inputs = student_provenance(recipe, run_dir, sets)
+    if not force and stage.check_finished(model_dir, values, inputs, f"student {name}", "distill"):
+        click.echo(f"[distill] {name} finished already, skipped")
+        return
     kwargs = {}
-    if d.teacher_logits == "cached":
-        tables = [logits_mod.ensure(recipe, run_dir, s) for s in sets]
-        kwargs["targets_fn"] = cached_targets_fn(tables)
+    if d.teacher_logits != "online" and recipe.teachers.images == "positive":
+        click.echo(f"warning: {name}: teachers.images is positive but {d.teacher_logits} targets are not masked to "
+                   f"each teacher's images (paper Eq. 5); use distill.teacher_logits: online", err=True)
+    if d.teacher_logits == "cached_views":
+        missing = [s for s in sets if not rundir.views_path(run_dir, s).is_file()]
+        if missing:
+            raise UserError(f"no view logits of {', '.join(missing)} yet ({rundir.views_path(run_dir, missing[0])}); "
+                            f"run 'cpsd-tf logits --recipe R' first")
+        kwargs["targets_fn"] = view_targets.targets_fn(logits_mod.view_tables(recipe, run_dir, sets))
+        kwargs["targets_by_pass"] = True
+    elif d.teacher_logits == "cached_clean":
+        missing = [s for s in sets if not rundir.logits_path(run_dir, s).is_file()]
+        if missing:
+            raise UserError(f"no train logits of {', '.join(missing)} yet ({rundir.logits_path(run_dir, missing[0])}); "
+                            f"run 'cpsd-tf logits --recipe R' first")
+        kwargs["targets_fn"] = cached_targets_fn([logits_mod.train_logits(recipe, run_dir, s) for s in sets])
     else:
-        kwargs["wrap_model"] = online_wrapper(_load_teacher_sets(recipe, run_dir, sets), m)
-    click.echo(f"[distill] {name}: teachers {'+'.join(sets)} ({d.teacher_logits} logits), {epochs} epochs")
-    metrics = train.fit(
-        recipe, model_dir, num_classes=m, class_names=info.classes, epochs=epochs, title=name,
-        loss=make_loss(recipe, m, len(sets)), init_from=init_from, **kwargs,
+        positive = recipe.teachers.images == "positive" and any(s != "baseline" for s in sets)
+        kwargs["wrap_model"] = online_wrapper(_load_teacher_sets(run_dir, sets), m, positive_only=positive)
+    init_from = rundir.baseline_dir(run_dir) / rundir.MODEL_FILE if d.init == "baseline" else None
+    click.echo(f"[distill] {name}: teachers {'+'.join(sets)} ({d.teacher_logits} targets), {d.epochs} epochs")
+    stage.train_model(
+        recipe_mod.with_lr(recipe, d.lr), model_dir, what=f"student {name}", command="distill", values=values,
+        inputs=inputs, force=force, run_dir=run_dir, num_classes=m, class_names=info.classes, epochs=d.epochs, title=name,
+        loss=make_loss(recipe, m, sets), init_from=init_from, **kwargs,
     )
-    click.echo(f"[distill] {name}: best {metrics['select_split']} mAP {metrics['select_metrics']['mAP']:.2f} at epoch {metrics['best_epoch']}")
-    return metrics
+    metrics = rundir.model_metrics(model_dir)
+    if metrics:
+        click.echo(f"[distill] {name}: best {metrics['select_split']} mAP {metrics['select_metrics']['mAP']:.2f} "
+                   f"at epoch {metrics['best_epoch']}")
 
 
 def is_done(recipe, run_dir) -> bool:
-    return all(train.is_done(d) for _, _, d in students(recipe, run_dir))
+    return all(rundir.model_is_done(d) for _, _, d in rundir.students(recipe, run_dir))
 
 
-def run(recipe, run_dir):
+def run(recipe, run_dir, force=False):
     """Train the recipe's student and every ablation variant that is not finished yet."""
-    prepare.run(recipe)
-    for name, sets, model_dir in students(recipe, run_dir):
-        if train.is_done(model_dir):
-            click.echo(f"[distill] {name} finished already, skipped")
-            continue
+    prepare.require(recipe)
+    students = rundir.students(recipe, run_dir)
+    for _, sets, _ in students:  # every teacher first, so a missing one stops us before any training
         for teacher_set in sets:
-            needed = teachers_mod.teachers_of(recipe, run_dir, teacher_set)
-            if not all(train.is_done(d) for _, d, _ in needed):
-                if teacher_set == "baseline":
-                    from cpsd_tf import baseline
-
-                    baseline.run(recipe, run_dir)
-                else:
-                    teachers_mod.run(recipe, run_dir, only=",".join(n for n, _, _ in needed))
-        train_student(recipe, run_dir, name, sets, model_dir)
+            logits_mod.require_teachers(run_dir, teacher_set)
+    if recipe.distill.init == "baseline":
+        logits_mod.require_teachers(run_dir, "baseline")
+    for name, sets, model_dir in students:
+        train_student(recipe, run_dir, name, sets, model_dir, force=force)

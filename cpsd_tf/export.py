@@ -3,9 +3,17 @@
 Layout (TF Serving's): `<out>/<version>/` with `saved_model.pb`, `variables/` and `assets/classes.txt`
 (one class name per line, in output order); version = 1 + the largest integer folder already in `<out>`.
 
+Only verified models are published: the SavedModel is written into a hidden temporary folder
+`<out>/.<version>.tmp-XXXXXX` (same file system, so publishing is one rename), checked there in a fresh
+process, and renamed to `<out>/<version>/` only after the check passes. A failed check, an error or
+Ctrl-C removes the temporary folder and publishes nothing. The rename never replaces a version that
+appeared meanwhile (a concurrent export): it takes the next free number instead. Export writes only
+under `<out>`, and deletes nothing there that it did not create.
+
 Signatures (inputs and outputs are batched, so TF Serving's row format works):
-    serving_default  images:  string [None], encoded JPEG/PNG bytes; decoded, resized and normalised in
-                              the graph exactly as evaluation does (`pipeline.preprocess_eval`).
+    serving_default  images:  string [None], encoded JPEG/PNG bytes; decoded, resized and scaled to
+                              [0, 1] in the graph exactly as evaluation does (`pipeline.preprocess_eval`).
+                              The model carries its own further preprocessing (its backbone includes it).
     pixels           pixels:  float32 [None, S, S, 3], RGB already decoded and resized, in [0, 1].
     Both return      probabilities: float32 [None, m] (sigmoid of the logits),
                      classes:       string  [None, m] (the class names, repeated per row).
@@ -15,8 +23,13 @@ cpsd_tf (and without Keras custom objects), which `verify` checks in a child pro
 import of cpsd_tf.
 """
 
+import contextlib
+import ctypes
+import errno
 import json
 import os
+import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cpsd_tf import io
 from cpsd_tf.errors import UserError
 
 CLASSES_ASSET = "classes.txt"
@@ -33,24 +45,28 @@ SERVING_KEY = "serving_default"
 PIXELS_KEY = "pixels"
 TOLERANCE = 1e-5
 _DECODE_ERROR = "image could not be decoded: expected JPEG or PNG bytes"
+_PUBLISH_ATTEMPTS = 50
 
 
-def next_version(out_dir):
-    """1 + the largest integer-named folder in `out_dir` (1 when there is none)."""
+def _check_out_dir(out_dir):
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: --out must be a folder, found a file")
+
+
+def next_version(out_dir):
+    """1 + the largest integer-named folder in `out_dir` (1 when there is none); hidden temp folders don't count."""
+    _check_out_dir(out_dir)
+    out_dir = Path(out_dir)
     versions = [int(p.name) for p in out_dir.iterdir() if p.is_dir() and p.name.isdigit()] if out_dir.is_dir() else []
     return max(versions, default=0) + 1
 
 
-def _serving_module(model, class_names, image_size, normalize, classes_file):
+def _serving_module(model, class_names, image_size, classes_file):
     """A `tf.Module` holding `model` with the two serving functions and the class-name asset."""
     import tensorflow as tf
 
     from cpsd_tf.data import pipeline
-
-    pipeline._check_normalize(normalize)
 
     class Serving(tf.Module):
         def __init__(self):
@@ -76,7 +92,7 @@ def _serving_module(model, class_names, image_size, normalize, classes_file):
                     tf.strings.substr(encoded, 0, 2), b"\xff\xd8") | tf.equal(tf.strings.substr(encoded, 0, 2), b"BM")
                 check = tf.debugging.Assert(known, [_DECODE_ERROR], name="decodable")
                 with tf.control_dependencies([check]):
-                    return pipeline.preprocess_eval(tf.identity(encoded), image_size, normalize)
+                    return pipeline.preprocess_eval(tf.identity(encoded), image_size)
 
             spec = tf.TensorSpec([image_size, image_size, 3], tf.float32)
             images = tf.map_fn(one, images, fn_output_signature=spec)
@@ -84,20 +100,21 @@ def _serving_module(model, class_names, image_size, normalize, classes_file):
 
         @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="pixels")])
         def serve_pixels(self, pixels):
-            return self._outputs(pipeline.normalize_image(pixels, normalize))
+            return self._outputs(pixels)
 
     return Serving()
 
 
-def write_saved_model(model, class_names, path, normalize="unit"):
-    """Write `model` as a SavedModel folder `path` (atomically) with the serving signatures and asset.
+def write_saved_model(model, class_names, path):
+    """Write `model` as a SavedModel into `path` (a new or empty folder) with the serving signatures and asset.
+
+    Not atomic by itself: `run` points it at a hidden temporary folder and publishes that folder only
+    after `verify` passes.
 
     Args:
-        model: a Keras model taking float32 [None, S, S, 3] images and returning logits [None, m].
+        model: a Keras model taking float32 [None, S, S, 3] images in [0, 1] and returning logits [None, m].
         class_names: list of str, the m output names.
-        path: str or Path, the SavedModel folder to create (e.g. `<out>/1`).
-        normalize: str, the input scaling the model was trained with (recipe `model.normalize`).
-            Defaults to "unit".
+        path: str or Path, the SavedModel folder to fill (e.g. `<out>/.1.tmp-1a2b3c4d`).
     """
     import tensorflow as tf
 
@@ -105,22 +122,18 @@ def write_saved_model(model, class_names, path, normalize="unit"):
     if len(class_names) != int(model.output_shape[-1]):
         raise UserError(f"model has {model.output_shape[-1]} outputs but {len(class_names)} class names were given")
     path = Path(path)
-    with io.atomic_path(path) as tmp:
-        staging = tmp.with_name(tmp.name + ".assets")
-        staging.mkdir()
-        try:
-            classes_file = staging / CLASSES_ASSET
-            classes_file.write_text("".join(f"{c}\n" for c in class_names))
-            module = _serving_module(model, list(class_names), image_size, normalize, classes_file)
-            signatures = {
-                SERVING_KEY: module.serve_bytes.get_concrete_function(),
-                PIXELS_KEY: module.serve_pixels.get_concrete_function(),
-            }
-            tf.saved_model.save(module, str(tmp), signatures=signatures)
-        finally:
-            for f in staging.iterdir():
-                f.unlink()
-            staging.rmdir()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(f"{path}: a SavedModel is written into a new or empty folder, this one is not")
+    # The asset's source file lives outside `path`: tf.saved_model.save copies it into `path/assets/`.
+    with tempfile.TemporaryDirectory(prefix="cpsd-tf-assets-") as staging:
+        classes_file = Path(staging) / CLASSES_ASSET
+        classes_file.write_text("".join(f"{c}\n" for c in class_names))
+        module = _serving_module(model, list(class_names), image_size, classes_file)
+        signatures = {
+            SERVING_KEY: module.serve_bytes.get_concrete_function(),
+            PIXELS_KEY: module.serve_pixels.get_concrete_function(),
+        }
+        tf.saved_model.save(module, str(path), signatures=signatures)
     return path
 
 
@@ -180,28 +193,30 @@ def format_signatures(signatures):
     return "\n".join(lines)
 
 
-def verify(path, model, images, normalize="unit"):
+def verify(path, model, images):
     """Reload the SavedModel at `path` in a fresh process without cpsd_tf and compare with `model`.
+
+    The child gets absolute paths and runs in a scratch folder of the system's temporary directory, so
+    a relative `path` works and nothing is written beside the SavedModel.
 
     Args:
         path: the SavedModel folder.
         model: the Keras model that was exported.
         images: list of bytes, encoded JPEG/PNG images to run through both.
-        normalize: str, the model's input scaling. Defaults to "unit".
 
     Returns:
         dict: max_abs_diff, images, classes (from the served outputs), signatures, bad_bytes (the
-        error message a request with undecodable bytes got), passed (max_abs_diff <= 1e-5).
+        error message a request with undecodable bytes got), passed (max_abs_diff <= TOLERANCE).
     """
     import tensorflow as tf
 
     from cpsd_tf.data import pipeline
 
     image_size = int(model.input_shape[1])
-    batch = tf.stack([pipeline.preprocess_eval(tf.constant(b), image_size, normalize) for b in images])
+    batch = tf.stack([pipeline.preprocess_eval(tf.constant(b), image_size) for b in images])
     expected = tf.sigmoid(tf.cast(model(batch, training=False), tf.float32)).numpy()
-    path = Path(path)
-    with tempfile.TemporaryDirectory(prefix=".verify-", dir=path.parent) as scratch:
+    path = Path(os.path.abspath(path))
+    with tempfile.TemporaryDirectory(prefix="cpsd-tf-verify-") as scratch:
         scratch = Path(scratch)
         (scratch / "images.json").write_text(json.dumps([b.hex() for b in images]))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -242,39 +257,116 @@ def _dir_size(path):
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
+def _make_temp_folder(out_dir, version):
+    """Create `<out_dir>/.<version>.tmp-<random>` (mode from the umask, unlike mkdtemp's 0700)."""
+    for _ in range(100):
+        folder = out_dir / f".{version}.tmp-{secrets.token_hex(4)}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise UserError(f"{out_dir}: could not create a temporary export folder")
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _rename_noreplace(src, dst):
+    """Rename `src` to `dst`; `FileExistsError` when `dst` exists, whatever it is (never replaces it).
+
+    Uses Linux `renameat2(RENAME_NOREPLACE)` (atomic); where that is missing, a check then `os.rename`
+    (which still refuses a non-empty folder, i.e. a version another export published meanwhile).
+    """
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is not None:
+        if renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL):  # EINVAL: the file system does not support the flag
+            raise OSError(err, os.strerror(err), str(dst))
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
+
+
+def _publish(folder, out_dir):
+    """Rename the verified `folder` to `<out_dir>/<next version>`; a version that appeared meanwhile is skipped."""
+    version = next_version(out_dir)
+    for _ in range(_PUBLISH_ATTEMPTS):
+        target = out_dir / str(version)
+        try:
+            _rename_noreplace(folder, target)
+            return version
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        version = max(version + 1, next_version(out_dir))
+    raise UserError(f"{out_dir}: no free version number after {_PUBLISH_ATTEMPTS} attempts (other exports running?)")
+
+
 def run(recipe, run_dir, model=None, out=None):
     """Export `model` (default: the run's student) into `<out>/<next version>/`, verify it, print a report.
+
+    Reads the run directory, writes only under `out`: the SavedModel goes to a hidden temporary folder,
+    is verified there in a fresh process and is renamed to its version folder only on PASS.
 
     Returns:
         dict: path, version, size_bytes and the `verify` report.
     """
     import click
 
-    from cpsd_tf import evaluate, train
-    from cpsd_tf.distill import STUDENT_DIR
+    from cpsd_tf import rundir
 
     if out is None:
         raise UserError("export needs --out DIR (the SavedModel base folder)")
-    model_path = Path(model) if model else Path(run_dir) / STUDENT_DIR / train.MODEL_FILE
+    model_path = Path(model) if model else Path(run_dir) / rundir.STUDENT_DIR / rundir.MODEL_FILE
     if not model_path.exists():
         raise UserError(f"{model_path}: no trained model to export (run `cpsd-tf distill` first, or pass --model)")
-    keras_model = evaluate.load_model(model_path)
-    class_names = evaluate.model_classes(model_path, int(keras_model.output_shape[-1]))
-    version = next_version(out)
+    _check_out_dir(out)
+    keras_model = rundir.load_model(model_path)
+    class_names = rundir.model_classes(model_path, int(keras_model.output_shape[-1]))
+    images = _sample_images(recipe)
+
+    out_dir = Path(os.path.abspath(out))  # absolute: the fresh-process check runs with another cwd
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{out}: cannot create the --out folder ({e.strerror})") from None
+    folder, version = None, None
+    try:
+        folder = _make_temp_folder(out_dir, next_version(out_dir))
+        click.echo(f"Exporting {model_path} -> {out} (verified in {folder.name}, then published as the next version)")
+        write_saved_model(keras_model, class_names, folder)
+        try:
+            report = verify(folder, keras_model, images)
+        except UserError as e:
+            raise UserError(f"{out}: nothing published: {e.format_message()}") from None
+        click.echo(format_signatures(report["signatures"]))
+        click.echo("")
+        status = "PASS" if report["passed"] else "FAIL"
+        click.echo(
+            f"Fresh-process check (cpsd_tf not importable): {report['images']} images, "
+            f"max |Δprobability| = {report['max_abs_diff']:.2e} (tolerance {TOLERANCE:g}): {status}"
+        )
+        click.echo(f"Undecodable bytes are refused: {report['bad_bytes']}")
+        if not report["passed"]:
+            raise UserError(
+                f"{out}: nothing published: served probabilities differ from the Keras model's "
+                f"by {report['max_abs_diff']:.2e} (tolerance {TOLERANCE:g})"
+            )
+        version = _publish(folder, out_dir)
+    finally:
+        if version is None:  # failed, refused or interrupted: remove what this export created, nothing else
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()  # only if still empty
     target = Path(out) / str(version)
-    click.echo(f"Exporting {model_path} -> {target}", err=True)
-    write_saved_model(keras_model, class_names, target, normalize=recipe.model.normalize)
-    report = verify(target, keras_model, _sample_images(recipe), normalize=recipe.model.normalize)
     size = _dir_size(target)
-    click.echo(format_signatures(report["signatures"]))
-    click.echo("")
     click.echo(f"SavedModel: {target} ({size / 1e6:.2f} MB), classes asset: {target / 'assets' / CLASSES_ASSET}")
-    status = "PASS" if report["passed"] else "FAIL"
-    click.echo(
-        f"Fresh-process check (cpsd_tf not importable): {report['images']} images, "
-        f"max |Δprobability| = {report['max_abs_diff']:.2e} (tolerance {TOLERANCE:g}): {status}"
-    )
-    click.echo(f"Undecodable bytes are refused: {report['bad_bytes']}")
-    if not report["passed"]:
-        raise UserError(f"{target}: served probabilities differ from the Keras model's by {report['max_abs_diff']:.2e}")
     return {"path": str(target), "version": version, "size_bytes": size, **report}
+

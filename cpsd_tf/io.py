@@ -9,17 +9,23 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix=".tmp"):
+def atomic_path(path, suffix=".tmp", replace_ours=False):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
-    Works for files and directories (an existing directory at `path` is replaced). `suffix` ends the
+    Works for files and directories. A directory at `path` is replaced only when it is empty, or when
+    the caller owns it (`replace_ours=True`, e.g. a data set cpsd-tf generated): anything else is refused,
+    so a user's folder is never deleted. On failure only the temporary path is removed. `suffix` ends the
     temporary name, for writers that insist on an extension (Keras: ".keras", ".weights.h5").
 
     Example:
         with atomic_path("out/partition.json") as tmp:
             tmp.write_text("{}")
     """
+    from cpsd_tf.errors import UserError
+
     path = Path(path)
+    if path.is_dir() and any(path.iterdir()) and not replace_ours:
+        raise UserError(f"{path}: a non-empty folder is in the way; cpsd-tf replaces only what it wrote")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -28,8 +34,12 @@ def atomic_path(path, suffix=".tmp"):
     try:
         yield tmp
         if path.is_dir() and tmp.is_dir():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            old = tmp.with_name(tmp.name + ".old")
+            os.replace(path, old)  # out of the way first, so the new folder lands whole
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -47,12 +57,6 @@ def write_text(path, text):
     """Write `text` to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-
-
-def write_bytes(path, data):
-    """Write `data` to `path` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def read_json(path, what, required=()):

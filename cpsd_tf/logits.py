@@ -3,26 +3,21 @@
 `logits/<set>.npy` is a float32 array [N_train, m]: row = the record's `index`, column = class. A teacher
 of cluster C_t predicts |C_t| columns; ρ puts them back at the class indices of C_t, and every class must
 be written exactly once. Sets: `cgp` and `dgp` (the partition's teachers), `random` (teachers of a random
-partition, for the ablation) and `baseline` (the baseline as the only teacher: SD). Logits of the
-evaluation splits (for the teacher ensembles) go to `logits/eval/<set>-<split>.npy`.
-"""
+partition, for the ablation) and `baseline` (the baseline as the only teacher: SD). Train logits are what
+`distill.teacher_logits: cached_clean` joins by index; the evaluation splits' logits (for the teacher
+ensembles) are computed by `evaluate`.
 
-from pathlib import Path
+With `distill.teacher_logits: cached_views` this stage instead writes `logits/views/<set>.npy`, float16
+[E, N, m]: the merged logits of every augmented view (data pass e, record i) the students will see
+(`view_targets`), computed once and shared by every student of the run.
+"""
 
 import click
 import numpy as np
 
-from cpsd_tf import io, teachers, train
-from cpsd_tf.data import prepare, records
+from cpsd_tf import io, rundir, train, view_targets
+from cpsd_tf.data import pipeline, prepare, records
 from cpsd_tf.errors import UserError
-
-LOGITS_DIR = "logits"
-
-
-def logits_path(run_dir, teacher_set, split=None):
-    """Where a set's merged logits live: the train split at the contract path, others under eval/."""
-    base = Path(run_dir) / LOGITS_DIR
-    return base / f"{teacher_set}.npy" if split is None else base / "eval" / f"{teacher_set}-{split}.npy"
 
 
 def merge(parts, num_rows, num_classes):
@@ -63,57 +58,124 @@ def _check_index_order(data_dir, split, n):
         raise UserError(f"{data_dir}: split '{split}' records are not stored in index order 0..{n - 1}")
 
 
+def require_teachers(run_dir, teacher_set):
+    """The members of a set, all trained; a missing one is an error naming the command that trains it."""
+    members = rundir.teachers_of(run_dir, teacher_set)
+    for name, model_dir, _ in members:
+        if not rundir.model_is_done(model_dir):
+            verb = "baseline" if teacher_set == "baseline" else "teachers"
+            raise UserError(f"{teacher_set} teacher '{name}' is not trained yet ({model_dir}); "
+                            f"run 'cpsd-tf {verb} --recipe R' first")
+    return members
+
+
+def set_inputs(run_dir, teacher_set):
+    """{member name: provenance id}: what a set's logits (and its students) were made from."""
+    return {name: rundir.artefact_id(d) for name, d, _ in rundir.teachers_of(run_dir, teacher_set)}
+
+
 def predict_set(recipe, run_dir, teacher_set, split):
     """Merged logits [N, m] of a teacher set on a split (deterministic, non-augmented view)."""
-    from cpsd_tf.data import pipeline
-    from cpsd_tf.evaluate import load_model
-
     data = recipe.data
     info = records.load_info(data.dir)
     n = info.splits[split]
     _check_index_order(data.dir, split, n)
-    ds = pipeline.build(data.dir, split, image_size=data.image_size, batch_size=128, training=False,
-                        normalize=recipe.model.normalize)
-    parts = []
-    for name, model_dir, subset in teachers.teachers_of(recipe, run_dir, teacher_set):
-        if not train.is_done(model_dir):
-            raise UserError(f"teacher '{name}' is not trained yet ({model_dir}); run 'cpsd-tf teachers' first")
-        model = load_model(model_dir)
-        parts.append((subset, train.predict_logits(model, ds)))
+    ds = pipeline.build(data.dir, split, image_size=data.image_size, batch_size=128, training=False)
+    parts = [(subset, train.predict_logits(rundir.load_model(d), ds))
+             for _, d, subset in require_teachers(run_dir, teacher_set)]
     return merge(parts, n, info.num_classes)
 
 
-def ensure(recipe, run_dir, teacher_set, split=None):
-    """The merged logits of a set on a split, computed and saved once (atomic), then read from disk."""
-    path = logits_path(run_dir, teacher_set, split)
-    if not path.is_file():
-        split_name = split or recipe.data.train_split
-        click.echo(f"[logits] {teacher_set} on {split_name}")
-        merged = predict_set(recipe, run_dir, teacher_set, split_name)
-        with io.atomic_path(path, suffix=".npy") as tmp:
-            np.save(tmp, merged)
-    return np.load(path)
+def train_logits(recipe, run_dir, teacher_set, force=False):
+    """The merged train-split logits of a set, computed and saved once (atomic), then read from disk."""
+    path = rundir.logits_path(run_dir, teacher_set)
+    inputs = set_inputs(run_dir, teacher_set)
+    values = {"data.train_split": recipe.data.train_split, "data.image_size": recipe.data.image_size}
+    if path.is_file() and not force:
+        rundir.check_provenance(path, values, inputs, what=f"the {teacher_set} logits", command="logits")
+        return np.load(path)
+    click.echo(f"[logits] {teacher_set} on {recipe.data.train_split}")
+    merged = predict_set(recipe, run_dir, teacher_set, recipe.data.train_split)
+    with io.atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, merged)
+    rundir.write_provenance(path, values, inputs)
+    return merged
 
 
-def needed_sets(recipe):
-    """The teacher sets the recipe's student and ablations distil from, in a stable order."""
-    from cpsd_tf.recipe import VARIANTS
+def needed(recipe):
+    """Teacher sets whose stored logits the recipe needs (only cached students join them)."""
+    return rundir.needed_sets(recipe) if recipe.distill.teacher_logits != "online" else []
 
-    sets = list(recipe.distill.teachers)
-    for variant in recipe.ablation:
-        sets += VARIANTS[variant]
-    return list(dict.fromkeys(sets))
+
+def _path(recipe, run_dir, teacher_set):
+    if recipe.distill.teacher_logits == "cached_views":
+        return rundir.views_path(run_dir, teacher_set)
+    return rundir.logits_path(run_dir, teacher_set)
 
 
 def is_done(recipe, run_dir) -> bool:
-    return all(logits_path(run_dir, s).is_file() for s in needed_sets(recipe))
+    return all(_path(recipe, run_dir, s).is_file() for s in needed(recipe))
 
 
-def run(recipe, run_dir):
+def student_stream(recipe):
+    """(N, batch, steps per epoch, passes) of the students' training stream (as `train.fit` builds it)."""
+    data = recipe.data
+    n = pipeline.num_examples(data.dir, data.train_split)
+    batch = min(recipe.train.batch_size, n)
+    steps = max(n // batch, 1)
+    return n, batch, steps, view_targets.passes_needed(n, batch, steps, recipe.distill.epochs)
+
+
+def views_values(recipe):
+    """What the view tables depend on: the students' stream (its seed, augmentation, size, length)."""
+    _, batch, steps, passes = student_stream(recipe)
+    values = rundir.recipe_values(recipe, ["seed", "data.augment", "data.image_size", "data.train_split"])
+    values.update({"passes": passes, "batch": batch, "steps_per_epoch": steps})
+    return values
+
+
+def view_tables(recipe, run_dir, sets, force=False):
+    """The view tables of `sets`, computed once for the missing ones (every teacher runs on every view)."""
+    values = {s: views_values(recipe) for s in sets}
+    todo = []
+    for s in sets:
+        path = rundir.views_path(run_dir, s)
+        if path.is_file() and not force:
+            rundir.check_provenance(path, values[s], set_inputs(run_dir, s), what=f"the {s} view logits",
+                                    command="logits")
+        else:
+            todo.append(s)
+    if todo:
+        data = recipe.data
+        n, _, _, passes = student_stream(recipe)
+        m = records.load_info(data.dir).num_classes
+        click.echo(f"[logits] {'+'.join(todo)} on every view of {passes} passes x {n} images")
+        loaded = []
+        for s in todo:
+            members = require_teachers(run_dir, s)
+            loaded.append(([rundir.load_model(d) for _, d, _ in members], [sub for _, _, sub in members]))
+        paths = [rundir.views_path(run_dir, s) for s in todo]
+        view_targets.compute(loaded, data.dir, data.train_split, passes=passes, image_size=data.image_size,
+                             augment=data.augment, seed=recipe.seed, batch_size=128, num_classes=m, out_paths=paths)
+        for s, path in zip(todo, paths):
+            rundir.write_provenance(path, values[s], set_inputs(run_dir, s))
+    return [np.load(rundir.views_path(run_dir, s)) for s in sets]
+
+
+def run(recipe, run_dir, force=False):
     """Export the train-split logits of every teacher set the recipe needs (skipping finished ones)."""
-    prepare.run(recipe)
-    for teacher_set in needed_sets(recipe):
-        if logits_path(run_dir, teacher_set).is_file():
+    prepare.require(recipe)
+    if not needed(recipe):
+        click.echo(f"[logits] distill.teacher_logits is {recipe.distill.teacher_logits}: the student's teachers "
+                   f"run on its own batches, no train logits needed")
+        return
+    if recipe.distill.teacher_logits == "cached_views":
+        view_tables(recipe, run_dir, needed(recipe), force=force)
+        return
+    for teacher_set in needed(recipe):
+        path = rundir.logits_path(run_dir, teacher_set)
+        if path.is_file() and not force:
+            train_logits(recipe, run_dir, teacher_set)  # checks its provenance
             click.echo(f"[logits] {teacher_set} done already, skipped")
             continue
-        ensure(recipe, run_dir, teacher_set)
+        train_logits(recipe, run_dir, teacher_set, force=force)

@@ -163,53 +163,84 @@ def _check_same_last_dim(y_true, y_pred):
 
 @keras.saving.register_keras_serializable(package="cpsd_tf")
 class DistillationLoss(keras.losses.Loss):
-    """The student's loss: w_cls·ASL(y, s) + Σ_t w_teacher·‖s − teacher_t‖² (paper §3.3, Eq. 4).
+    """The student's loss: w_cls·ASL(y, s) + Σ_t w_t·‖s − teacher_t‖² (paper §3.3, Eq. 4–7).
 
-    `y_true` packs the labels and the teachers' merged logits side by side, [B, (1 + T)·m]:
-    `[y | teacher_1 | … | teacher_T]`, so the cached teacher logits travel with the batch through the
-    ordinary Keras `fit` (no custom training step). `y_pred` is the student's logits [B, m].
+    The official code's CPSD loss is 0.5·ASL + (α/2)·SSE_cgp + (0.5 − α/2)·SSE_dgp with α = 0.5 and the
+    squared error summed over classes: `w_cls=0.5, w_teachers=[0.25, 0.25], mse="sum"` (the defaults,
+    see `distill_weights`). `y_true` packs the labels and the teachers' merged logits side by side,
+    [B, (1 + T)·m]: `[y | teacher_1 | … | teacher_T]`, so teacher targets travel with the batch through
+    the ordinary Keras `fit`. `y_pred` is the student's logits [B, m].
 
     Args:
         num_classes: int, m.
-        num_teachers: int, T ≥ 0 teacher sets (2 for CPSD).
+        w_teachers: list of float, weight of each teacher set's squared-error term (T = its length).
+            Defaults to (0.25, 0.25) (official CPSD).
         w_cls: float, weight of the ASL term. Defaults to 0.5 (official code).
-        w_teacher: float, weight of each teacher's squared-error term. Defaults to 0.25 (official code).
         mse: str, "sum" over classes (official) or "mean" over classes. Defaults to "sum".
         asl: dict, `AsymmetricLoss` arguments. Defaults to None (its defaults).
 
     Example:
-        loss = DistillationLoss(num_classes=80, num_teachers=2)
+        loss = DistillationLoss(num_classes=80, w_teachers=[0.25, 0.25])
         loss(tf.concat([y, cgp_logits, dgp_logits], -1), student_logits)
     """
 
-    def __init__(self, num_classes, num_teachers, w_cls=0.5, w_teacher=0.25, mse="sum", asl=None,
+    def __init__(self, num_classes, w_teachers=(0.25, 0.25), w_cls=0.5, mse="sum", asl=None,
                  reduction="sum_over_batch_size", name="distillation_loss"):
         if mse not in ("sum", "mean"):
             raise ValueError(f"DistillationLoss: mse must be 'sum' or 'mean'. Received: mse={mse!r}")
-        if int(num_classes) < 1 or int(num_teachers) < 0:
-            raise ValueError(f"DistillationLoss: need num_classes >= 1 and num_teachers >= 0, received {num_classes}, {num_teachers}")
+        w_teachers = [float(w) for w in w_teachers]
+        if int(num_classes) < 1 or any(w < 0 for w in w_teachers) or w_cls < 0:
+            raise ValueError(f"DistillationLoss: need num_classes >= 1 and weights >= 0, received "
+                             f"{num_classes}, w_cls={w_cls}, w_teachers={w_teachers}")
         super().__init__(name=name, reduction=reduction, dtype="float32")
         self.num_classes = int(num_classes)
-        self.num_teachers = int(num_teachers)
+        self.w_teachers = w_teachers
         self.w_cls = float(w_cls)
-        self.w_teacher = float(w_teacher)
         self.mse = mse
         self.asl_config = dict(asl or {})
         self.asl = AsymmetricLoss(**self.asl_config)
 
-    def call(self, y_true, y_pred):
+    @property
+    def num_teachers(self):
+        return len(self.w_teachers)
+
+    def terms(self, y_true, y_pred):
+        """Per-example terms {"asl": …, "teacher_0": …}, unweighted, for logging."""
         m = self.num_classes
         y_true = ops.cast(y_true, "float32")
         logits = ops.cast(y_pred, "float32")
-        loss = self.w_cls * self.asl.call(y_true[:, :m], logits)
+        out = {"asl": self.asl.call(y_true[:, :m], logits)}
         for t in range(self.num_teachers):
-            target = y_true[:, (t + 1) * m:(t + 2) * m]
-            sq = ops.sum(ops.square(logits - target), axis=-1)
-            loss = loss + self.w_teacher * (sq / m if self.mse == "mean" else sq)
+            sq = ops.sum(ops.square(logits - y_true[:, (t + 1) * m:(t + 2) * m]), axis=-1)
+            out[f"teacher_{t}"] = sq / m if self.mse == "mean" else sq
+        return out
+
+    def call(self, y_true, y_pred):
+        terms = self.terms(y_true, y_pred)
+        loss = self.w_cls * terms["asl"]
+        for t, w in enumerate(self.w_teachers):
+            loss = loss + w * terms[f"teacher_{t}"]
         return loss
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, num_teachers=self.num_teachers, w_cls=self.w_cls,
-                      w_teacher=self.w_teacher, mse=self.mse, asl=self.asl_config)
+        config.update(num_classes=self.num_classes, w_teachers=self.w_teachers, w_cls=self.w_cls, mse=self.mse,
+                      asl=self.asl_config)
         return config
+
+
+def distill_weights(teacher_sets, w_distill=0.5, alpha=0.5):
+    """Per-set weights of the distillation terms: the total `w_distill` split over the sets.
+
+    CGP and DGP together get α·w and (1 − α)·w (official: α = 0.5, w = 0.5, so 0.25 each); any other
+    list shares w equally, so a single-set ablation (CGPD, DGPD, SD, random) puts the whole w on its set
+    and every variant gets the same total distillation weight.
+
+    Example:
+        >>> distill_weights(["cgp", "dgp"]), distill_weights(["dgp"])
+        ([0.25, 0.25], [0.5])
+    """
+    sets = list(teacher_sets)
+    if sorted(sets) == ["cgp", "dgp"]:
+        return [alpha * w_distill if s == "cgp" else (1.0 - alpha) * w_distill for s in sets]
+    return [w_distill / len(sets)] * len(sets)

@@ -399,32 +399,74 @@ def write(result, out, stats=None, plot=None):
 
 
 def recipe_stats(recipe):
-    """The training-label statistics of a recipe's data: `<data.dir>/stats.json` if present, else the shards."""
+    """The training-label statistics of a recipe's data: `<data.dir>/stats.json` if it describes the
+    current train split, else computed from the split's records (a stale file is never used)."""
     from cpsd_tf import stats as stats_mod
     from cpsd_tf.data import prepare, records
 
     split = recipe.data.train_split
-    data_dir = prepare.run(recipe, splits=[split])  # builds the data first when the recipe names a generator
+    data_dir = prepare.require(recipe, splits=[split])
     info = records.load_info(data_dir)
     path = data_dir / STATS_FILE
     if path.is_file():
         stats = stats_mod.load(path)
         if list(stats["classes"]) != list(info.classes):
             raise UserError(f"{path}: its classes differ from {data_dir / records.DATASET_JSON}; delete or recompute it")
-        return stats, str(path)
+        stale = (stats.get("split", split) != split
+                 or stats.get("num_images", info.splits[split]) != info.splits[split])
+        if not stale:
+            return stats, str(path)
+        click.echo(f"note: {path} describes another train split ({stats.get('split')}, {stats.get('num_images')} "
+                   f"images); using the labels of '{split}' ({info.splits[split]} images) instead", err=True)
     return stats_mod.from_records(data_dir, split), f"{data_dir} ({split})"
 
 
-def run(recipe, run_dir) -> dict:
-    """The partition stage: `<run_dir>/partition.json` and `<run_dir>/partition.png` from the recipe's data."""
+def provenance_values(recipe):
+    """The recipe values a run's partitions are made from."""
+    from cpsd_tf import rundir
+
+    return rundir.recipe_values(recipe, ["partition", "data.train_split"])
+
+
+def is_done(recipe, run_dir) -> bool:
+    from cpsd_tf import rundir
+
+    needed = [rundir.partition_path(run_dir)]
+    if "random" in rundir.trained_sets(recipe):
+        needed.append(rundir.partition_path(run_dir, "random"))
+    return all(p.is_file() for p in needed)
+
+
+def run(recipe, run_dir, force=False) -> dict:
+    """The partition stage: `<run_dir>/partition.json` and `partition.png` (plus `partition_random.json`
+    when the recipe distils from a random partition), from the train split's labels."""
+    from cpsd_tf import rundir
+    from cpsd_tf.data import prepare
+
     run_dir = Path(run_dir)
-    stats, source = recipe_stats(recipe)
+    values = provenance_values(recipe)
+    inputs = {"data": prepare.fingerprint(recipe.data.dir)}
     p = recipe.partition
-    result = partition_labels(stats, p.k, p.tau, p.strategy, p.seed, p.balanced, source=source)
-    write(result, run_dir / PARTITION_FILE, stats=stats, plot=run_dir / PLOT_FILE)
-    click.echo(f"Partition of {len(result['classes'])} classes from {source}: k={p.k}, tau={p.tau:g}, "
-               f"strategy={p.strategy}, seed={p.seed}, balanced={p.balanced}")
-    for line in describe(result):
-        click.echo(line)
-    click.echo(f"Wrote {run_dir / PARTITION_FILE} and {run_dir / PLOT_FILE}")
+    jobs = [("partition", rundir.partition_path(run_dir), p.strategy, run_dir / PLOT_FILE)]
+    if "random" in rundir.trained_sets(recipe):
+        jobs.append(("random partition", rundir.partition_path(run_dir, "random"), "random", None))
+    result = None
+    for what, path, strategy, plot in jobs:
+        if path.is_file():
+            agrees = rundir.check_provenance(path, values, inputs, what=f"the {what}", command="partition") \
+                if not force else False
+            if agrees or (not force and not rundir.read_provenance(path)):
+                click.echo(f"[partition] {path} done already, skipped")
+                result = result or load(path)
+                continue
+        stats, source = recipe_stats(recipe)
+        out = partition_labels(stats, p.k, p.tau, strategy, p.seed, p.balanced, source=source)
+        write(out, path, stats=stats, plot=plot)
+        rundir.write_provenance(path, values, inputs)
+        click.echo(f"{what.capitalize()} of {len(out['classes'])} classes from {source}: k={p.k}, tau={p.tau:g}, "
+                   f"strategy={strategy}, seed={p.seed}, balanced={p.balanced}")
+        for line in describe(out):
+            click.echo(line)
+        click.echo(f"Wrote {path}" + (f" and {plot}" if plot else ""))
+        result = result or out
     return result

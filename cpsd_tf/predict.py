@@ -1,8 +1,8 @@
 """`cpsd-tf predict`: labels of image files from a `.keras` model or an exported SavedModel.
 
-Both kinds of model see the same input: the file's bytes, decoded and resized as evaluation does
-(`pipeline.preprocess_eval`). A SavedModel runs its own `serving_default` signature, so predict exercises
-exactly what TF Serving would.
+Both kinds of model see the same input: the file's bytes, decoded, resized and scaled to [0, 1] RGB as
+evaluation does (`pipeline.preprocess_eval`); the model carries any further preprocessing itself.
+A SavedModel runs its own `serving_default` signature, so predict exercises exactly what TF Serving would.
 """
 
 import json
@@ -26,20 +26,6 @@ def _saved_model_dir(path):
     return None
 
 
-def _recipe_normalize(model_path):
-    """`model.normalize` of the run a `.keras` model belongs to (`recipe.yaml` up to two levels above)."""
-    import yaml
-
-    for parent in list(Path(model_path).resolve().parents)[:3]:
-        resolved = parent / "recipe.yaml"
-        if resolved.is_file():
-            try:
-                return (yaml.safe_load(resolved.read_text()) or {}).get("model", {}).get("normalize", "unit")
-            except (yaml.YAMLError, AttributeError):
-                return "unit"
-    return "unit"
-
-
 class Predictor:
     """Probabilities of encoded images from one model file or folder.
 
@@ -53,7 +39,7 @@ class Predictor:
     """
 
     def __init__(self, path):
-        from cpsd_tf import evaluate, export
+        from cpsd_tf import export, rundir
 
         self.path = Path(path)
         if not self.path.exists():
@@ -73,10 +59,9 @@ class Predictor:
             self.classes = classes_file.read_text().splitlines() if classes_file.is_file() else None
         else:
             self.kind = "keras"
-            self.model = evaluate.load_model(self.path)
+            self.model = rundir.load_model(self.path)
             self.image_size = int(self.model.input_shape[1])
-            self.normalize = _recipe_normalize(self.path)
-            self.classes = evaluate.model_classes(self.path, int(self.model.output_shape[-1]))
+            self.classes = rundir.model_classes(self.path, int(self.model.output_shape[-1]))
 
     def predict(self, images, names=None):
         """Probabilities float32 [len(images), m] of a list of encoded images (bytes).
@@ -95,7 +80,7 @@ class Predictor:
             if self.classes is None:
                 self.classes = [c.decode() for c in out["classes"].numpy()[0]]
             return out["probabilities"].numpy()
-        batch = tf.stack([pipeline.preprocess_eval(tf.constant(b), self.image_size, self.normalize) for b in images])
+        batch = tf.stack([pipeline.preprocess_eval(tf.constant(b), self.image_size) for b in images])
         return tf.sigmoid(tf.cast(self.model(batch, training=False), tf.float32)).numpy()
 
 

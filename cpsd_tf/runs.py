@@ -1,7 +1,9 @@
-"""`cpsd-tf run`: run every missing stage of a recipe, in order, skipping finished ones.
+"""`cpsd-tf run`: the only orchestrator — every stage of a recipe in order, finished ones skipped.
 
-Each stage is (name, is_done(recipe, run_dir), run(recipe, run_dir)). A stage's artefact appears only when
-complete, so a run interrupted anywhere and restarted redoes only the unfinished stage.
+Each stage is (name, is_done(recipe, run_dir), run(recipe, run_dir)). Stages never call each other; they
+read their inputs from the run directory and refuse, naming the command, when one is missing. A finished
+artefact is kept only if it was made from the same recipe values (each stage checks its provenance), so a
+run interrupted anywhere and restarted redoes only the unfinished work.
 """
 
 import dataclasses
@@ -9,9 +11,10 @@ from pathlib import Path
 from typing import Callable
 
 import click
-import yaml
 
+from cpsd_tf import baseline, distill, evaluate, logits, partition, pretrain, rundir, teachers
 from cpsd_tf import recipe as recipe_mod
+from cpsd_tf.data import prepare
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,76 +24,66 @@ class Stage:
     run: Callable
 
 
-def _data_stage():
-    from cpsd_tf.data import prepare
-
-    return Stage("data", lambda r, d: prepare.is_done(r), lambda r, d: prepare.run(r, d))
-
-
-def _partition_stage():
-    from cpsd_tf import partition
-
-    return Stage(
-        "partition",
-        lambda r, d: (Path(d) / partition.PARTITION_FILE).is_file(),
-        lambda r, d: partition.run(r, d),
-    )
-
-
-def _model_stages(recipe):
-    from cpsd_tf import baseline, distill, evaluate, logits, teachers
-
-    stages = [
+def stages(recipe):
+    """The pipeline in order."""
+    out = [
+        Stage("data", lambda r, d: prepare.is_done(r), lambda r, d: prepare.run(r)),
+        *([Stage("pretrain", pretrain.is_done, pretrain.run)] if recipe.pretrain.enabled else []),
+        Stage("partition", partition.is_done, partition.run),
         Stage("baseline", baseline.is_done, baseline.run),
         Stage("teachers", teachers.is_done, teachers.run),
         Stage("logits", logits.is_done, logits.run),
         Stage("distill", distill.is_done, distill.run),
     ]
     if recipe.reference.equal_compute:
-        stages.append(Stage("baseline_equal_compute", baseline.is_equal_compute_done, baseline.run_equal_compute))
-    # Results are recomputed whenever a stage ran, so they always cover every finished model.
-    stages.append(Stage("evaluate", lambda r, d: False, evaluate.results))
-    return stages
+        out.append(Stage("baseline_equal_compute", baseline.is_equal_compute_done, baseline.run_equal_compute))
+    # Results are recomputed whenever the pipeline runs, so they always cover every finished model.
+    out.append(Stage("evaluate", lambda r, d: False, evaluate.results))
+    return out
 
 
-def stages(recipe):
-    """The pipeline in order."""
-    return [_data_stage(), _partition_stage(), *_model_stages(recipe)]
+def open_run(recipe, run_dir):
+    """Claim the run directory for a writing command; a new run gets its `recipe.yaml` at once."""
+    run_dir = rundir.claim(run_dir)
+    if not (run_dir / rundir.RECIPE_FILE).is_file():
+        recipe_mod.write_resolved(recipe, run_dir)
+    return run_dir
 
 
-def _changed_keys(old, new, prefix=""):
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = []
-        for k in sorted(set(old) | set(new)):
-            keys += _changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")
-        return keys
-    return [] if old == new else [prefix.rstrip(".")]
-
-
-def prepare_run_dir(recipe, run_dir):
-    """Create the run directory and write the resolved recipe; warn when it differs from an earlier one."""
-    run_dir = Path(run_dir)
-    path = run_dir / recipe_mod.RECIPE_FILE
-    if path.is_file():
-        old = yaml.safe_load(path.read_text()) or {}
-        changed = _changed_keys(old, recipe.model_dump(mode="json"))
-        if changed:
-            click.echo(
-                f"warning: {path} differs from this recipe in {', '.join(changed)}; finished stages are kept "
-                f"(delete them or use another --run-dir to redo them)",
-                err=True,
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
+def record_recipe(recipe, run_dir):
+    """After a writing command succeeded: `recipe.yaml` is the recipe its artefacts agree with."""
     recipe_mod.write_resolved(recipe, run_dir)
 
 
-def run(recipe, run_dir):
-    """Run the missing stages in order, skipping finished ones; end with the results table."""
-    prepare_run_dir(recipe, run_dir)
-    for stage in stages(recipe):
-        if stage.is_done(recipe, run_dir):
-            click.echo(f"[{stage.name}] done already, skipped")
+def verdict(report, student):
+    """One line per evaluation split: the student's mAP against the converged baseline's, said plainly."""
+    models = report.get("models", {})
+    if student not in models or "baseline" not in models:
+        return []
+    lines = []
+    for split, metrics in models[student].items():
+        base = models["baseline"].get(split)
+        if base is None:
             continue
-        click.echo(f"[{stage.name}] running")
-        stage.run(recipe, run_dir)
-    return True
+        delta = metrics["mAP"] - base["mAP"]
+        word = "above" if delta > 0 else "below" if delta < 0 else "level with"
+        lines.append(f"{student} is {word} the baseline on {split}: {metrics['mAP']:.2f} vs {base['mAP']:.2f} mAP "
+                     f"({delta:+.2f})")
+    return lines
+
+
+def run(recipe, run_dir):
+    """Run the stages in order (each skips its finished, matching work); end with the results and a verdict."""
+    run_dir = open_run(recipe, run_dir)
+    report = None
+    for stage in stages(recipe):
+        state = "checking finished work" if stage.is_done(recipe, run_dir) else "running"
+        click.echo(f"[{stage.name}] {state}")
+        out = stage.run(recipe, run_dir)
+        if stage.name == "evaluate":
+            report = out
+        else:
+            record_recipe(recipe, run_dir)
+    for line in verdict(report or {}, rundir.variant_name(recipe.distill.teachers)):
+        click.echo(line)
+    return Path(run_dir)

@@ -36,6 +36,7 @@ def from_records(data_dir, split="train") -> dict:
     _, y = records.read_labels(data_dir, split)
     stats = label_stats(y, info.classes)
     stats["dataset"] = f"{data_dir} ({split})"
+    stats["split"] = split
     return stats
 
 

@@ -2,15 +2,30 @@
 
 AdamW (decoupled weight decay, none on biases and normalisation parameters), warm-up + cosine schedule,
 weight EMA with raw and EMA weights both evaluated each epoch on the selection split (the better one is
-kept, as the official code does), `BackupAndRestore` for resume, TensorBoard logs and `metrics.json`.
+kept, as the official code does), a backup of the training state each epoch for resume, TensorBoard logs
+and `metrics.json`.
 
-A model folder holds, when finished: `model.keras`, `metrics.json`, `tensorboard/`. While training it
-also holds `backup/` (resume state) and `selection.json` + `best.weights.h5` (best epoch so far).
+A model folder holds, when finished: `model.keras`, `metrics.json`, `tensorboard/` (plus what other modules
+add: `provenance.json`, `.lock`). While training it also holds `backup/` (resume state: weights with the
+optimizer state, and the number of finished epochs), `selection.json` (best epoch so far and one record
+per finished epoch) and `best.weights.h5` (the best weights so far).
+
+Faults become one-line `UserError`s, and the folder keeps the state of the last finished epoch:
+- a non-finite training loss stops training at the first bad batch; non-finite validation scores stop it
+  at the end of the epoch, before anything of that epoch is saved;
+- before each save the free space of the folder is checked against the size of what is written (the h5
+  and Keras writers crash the process on a full disk); a write failing with ENOSPC/EDQUOT all the same
+  leaves no temporary file and becomes the same "disk full" error.
+Every file is written to a temporary name and renamed into place (the backup too), so an interrupted
+write never leaves a half-written file where a reader looks.
 """
 
+import contextlib
+import errno
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,13 +33,108 @@ import numpy as np
 
 from cpsd_tf import io
 from cpsd_tf.errors import UserError
+from cpsd_tf.rundir import METRICS_FILE, MODEL_FILE
 
-MODEL_FILE = "model.keras"
-METRICS_FILE = "metrics.json"
+SELECTION_FILE = "selection.json"
+BEST_WEIGHTS_FILE = "best.weights.h5"
+BACKUP_DIR = "backup"
+BACKUP_WEIGHTS_FILE = "latest.weights.h5"  # the names Keras' BackupAndRestore reads
+BACKUP_STATE_FILE = "training_metadata.json"
+MB = 1 << 20
+SPACE_MARGIN = MB  # besides the estimated bytes of a save: h5/zip overhead, JSON files, event files
 
 
-def is_done(model_dir) -> bool:
-    return (Path(model_dir) / MODEL_FILE).is_file() and (Path(model_dir) / METRICS_FILE).is_file()
+# --- disk space ----------------------------------------------------------------------------------------
+
+
+def free_bytes(folder):
+    """Free bytes on the file system of `folder` (a function of its own, so tests can fake a full disk)."""
+    return shutil.disk_usage(folder).free
+
+
+def _disk_full(folder, needed, free=None):
+    free = free_bytes(folder) if free is None else free
+    return UserError(f"disk full: {folder} needs ~{math.ceil(needed / MB)} MB, {free // MB} MB free")
+
+
+def ensure_space(folder, nbytes):
+    """Raise a "disk full" `UserError` unless `folder` has `nbytes` + `SPACE_MARGIN` free."""
+    needed = int(nbytes) + SPACE_MARGIN
+    free = free_bytes(folder)
+    if free < needed:
+        raise _disk_full(folder, needed, free)
+
+
+def _is_disk_full(error):
+    text = str(error)
+    return (getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text
+            or "Disk quota exceeded" in text or "errno = 28," in text)  # h5py puts the C errno in its text
+
+
+@contextlib.contextmanager
+def saving(folder, nbytes):
+    """Check `folder` has room for `nbytes` (plus margin), then run the block; ENOSPC in it -> "disk full".
+
+    Wrap an `io.atomic_path` block in it: the temporary file is removed before the error is raised.
+
+    Example:
+        with saving(model_dir, 4 * MB), io.atomic_path(model_dir / "model.keras", suffix=".keras") as tmp:
+            model.save(tmp)
+    """
+    ensure_space(folder, nbytes)
+    try:
+        yield
+    except OSError as e:
+        if _is_disk_full(e):
+            raise _disk_full(folder, int(nbytes) + SPACE_MARGIN) from None
+        raise
+
+
+def _variables_bytes(variables):
+    import tensorflow as tf
+
+    return sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in variables)
+
+
+def state_bytes(trainer):
+    """Bytes of one weights file of `trainer`: Keras saves its weights and its optimizer's variables.
+
+    Before the optimizer is built (no step yet), its variables are counted as 3x the trainable weights
+    (AdamW's two moments and the EMA copy).
+    """
+    n = _variables_bytes(trainer.weights)
+    optimizer = getattr(trainer, "optimizer", None)
+    if optimizer is not None:
+        if optimizer.built:
+            n += _variables_bytes(optimizer.variables)
+        else:
+            n += 3 * _variables_bytes(trainer.trainable_weights)
+    return n
+
+
+def _remove_temporaries(model_dir):
+    """Delete temporary files of this module's writers left by a killed process (`io.atomic_path` names)."""
+    folders = {Path(model_dir): (MODEL_FILE, METRICS_FILE, SELECTION_FILE, BEST_WEIGHTS_FILE),
+               Path(model_dir) / BACKUP_DIR: (BACKUP_WEIGHTS_FILE, BACKUP_STATE_FILE)}
+    for folder, names in folders.items():
+        for name in names:
+            for tmp in folder.glob(f".{name}.*"):
+                if tmp.is_dir():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    tmp.unlink(missing_ok=True)
+
+
+def _non_finite(values):
+    """'nan' or 'inf' (the kind of the first bad value), or None when all are finite."""
+    values = np.asarray(values)
+    if np.isfinite(values).all():
+        return None
+    return "nan" if np.isnan(values).any() else "inf"
+
+
+def _non_finite_advice(recipe):
+    return f"lower train.lr (now {recipe.train.lr:g}) or check the data"
 
 
 def ema_momentum(setting, total_steps):
@@ -89,7 +199,82 @@ def predict_logits(model, dataset, steps=None):
         return np.asarray(model.predict(dataset, steps=steps, verbose=0), dtype=np.float32)
 
 
-def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir):
+def _learning_rate(optimizer):
+    import keras
+
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # mixed precision: LossScaleOptimizer
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def _stop_on_non_finite_loss(title, recipe):
+    import keras
+
+    class StopOnNonFiniteLoss(keras.callbacks.Callback):
+        """Raise at the first batch whose logged loss is NaN or infinite (before anything is saved).
+
+        Keras logs the running mean of the epoch, so a bad batch keeps it bad: one float check per step,
+        on a value Keras has already fetched for the other callbacks.
+        """
+
+        async_safe = True  # raising from Keras' callback thread still stops `fit` (at the next dispatch)
+
+        def __init__(self):
+            super().__init__()
+            self.epoch = 1
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise UserError(f"{title}: the loss became {_non_finite(float(loss))} at epoch {self.epoch}, "
+                                f"step {batch + 1}; {_non_finite_advice(recipe)}")
+
+    return StopOnNonFiniteLoss()
+
+
+def _backup_callback(model_dir, title, epochs):
+    import click
+    import keras
+
+    class Backup(keras.callbacks.BackupAndRestore):
+        """Keras' BackupAndRestore (same files), with atomic, space-checked saves and one-line errors.
+
+        Relies on the attributes of Keras 3's BackupAndRestore (`_weights_path`, `_current_epoch`, ...).
+        """
+
+        def __init__(self):
+            super().__init__(str(Path(model_dir) / BACKUP_DIR), save_freq="epoch", delete_checkpoint=False)
+
+        def on_train_begin(self, logs=None):
+            state_path = Path(self._training_metadata_path)
+            try:
+                done = json.loads(state_path.read_text())["epoch"] if state_path.is_file() else None
+                super().on_train_begin(logs)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                reason = (str(e).splitlines() or [type(e).__name__])[0]
+                raise UserError(f"{self.backup_dir}: unreadable training backup of {title} ({reason}); "
+                                f"delete it to train {title} from the start") from None
+            if done is not None:
+                if done < epochs:
+                    click.echo(f"resuming {title} at epoch {done + 1}")
+                else:
+                    click.echo(f"resuming {title} after its last epoch ({epochs}): saving the model")
+
+        def _save_model(self):
+            folder = Path(self.backup_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            with saving(model_dir, state_bytes(self.model)), \
+                    io.atomic_path(self._weights_path, suffix=".weights.h5") as tmp:
+                self.model.save_weights(tmp)
+            with saving(model_dir, 0):
+                io.write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+    return Backup()
+
+
+def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir, title, recipe):
     import keras
     import tensorflow as tf
 
@@ -100,8 +285,8 @@ def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir)
 
         def __init__(self):
             super().__init__(swap_on_epoch=False)
-            self.state_path = Path(model_dir) / "selection.json"
-            self.best_path = Path(model_dir) / "best.weights.h5"
+            self.state_path = Path(model_dir) / SELECTION_FILE
+            self.best_path = Path(model_dir) / BEST_WEIGHTS_FILE
             self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "selection"))
             self.state = {"best_mAP": -1.0, "best_epoch": -1, "best_weights": None, "history": []}
 
@@ -109,26 +294,39 @@ def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir)
             if self.state_path.is_file() and self.best_path.is_file():
                 self.state = json.loads(self.state_path.read_text())
 
-        def _score(self):
+        def on_epoch_begin(self, epoch, logs=None):
+            # Resumed: forget records of epochs the backup does not hold (a crash between this callback's
+            # save and the backup's), so each epoch has one record. Their best weights, if best, stay:
+            # they are weights that were trained and scored.
+            self.state["history"] = [h for h in self.state["history"] if h["epoch"] <= epoch]
+
+        def _score(self, epoch, which):
             scores = predict_logits(self.model, val_ds)
+            kind = _non_finite(scores)
+            if kind:
+                raise UserError(f"{title}: the validation scores ({which} weights) became {kind} at epoch {epoch + 1}; "
+                                f"{_non_finite_advice(recipe)}")
             return multilabel_metrics(val_y, scores, from_logits=True, per_class=True)
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
-            candidates = {"raw": self._score()}
+            candidates = {"raw": self._score(epoch, "raw")}
             if has_ema:
                 self._swap_variables()
                 try:
-                    candidates["ema"] = self._score()
+                    candidates["ema"] = self._score(epoch, "EMA")
                 finally:
                     self._swap_variables()
+            # Room for this epoch's saves (best weights, then the backup), checked before either is written.
+            ensure_space(model_dir, 2 * state_bytes(self.model))
             which = max(candidates, key=lambda k: candidates[k]["mAP"])
             best = candidates[which]
+            train_logs = {k: float(v) for k, v in logs.items() if not k.startswith("val_") and np.isscalar(v)}
             logs["val_mAP"] = candidates["raw"]["mAP"]
             if has_ema:
                 logs["val_mAP_ema"] = candidates["ema"]["mAP"]
-            record = {"epoch": epoch + 1, **{f"val_mAP_{k}": v["mAP"] for k, v in candidates.items()}}
-            record.update({k: float(v) for k, v in logs.items() if k in ("loss", "learning_rate")})
+            record = {"epoch": epoch + 1, **{f"val_mAP_{k}": v["mAP"] for k, v in candidates.items()}, **train_logs,
+                      "learning_rate": _learning_rate(self.model.optimizer)}
             self.state["history"].append(record)
             # NaN mAP: the selection split has no positive for these classes, so there is nothing to
             # select on; the latest epoch is kept (the caller warns).
@@ -136,14 +334,16 @@ def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir)
                 if which == "ema":
                     self._swap_variables()
                 try:
-                    with io.atomic_path(self.best_path, suffix=".weights.h5") as tmp:
+                    with saving(model_dir, state_bytes(self.model)), \
+                            io.atomic_path(self.best_path, suffix=".weights.h5") as tmp:
                         self.model.save_weights(tmp)
                 finally:
                     if which == "ema":
                         self._swap_variables()
                 self.state.update(best_mAP=best["mAP"], best_epoch=epoch + 1, best_weights=which,
                                   best_metrics={k: v for k, v in best.items() if k != "AP_per_class"})
-            io.write_json(self.state_path, self.state)
+            with saving(model_dir, 0):
+                io.write_json(self.state_path, self.state)
             with self.writer.as_default(step=epoch + 1):
                 for k, v in candidates.items():
                     tf.summary.scalar(f"val_mAP/{k}", v["mAP"])
@@ -168,10 +368,17 @@ def fit(
     extra_callbacks=(),
     loss=None,
     targets_fn=None,
+    targets_by_pass=False,
     init_from=None,
     wrap_model=None,
 ):
     """Train one model into `model_dir` (resuming from its backup) and return its `metrics.json` dict.
+
+    A folder with a backup resumes after its last finished epoch (printing "resuming <title> at epoch N").
+    `metrics["history"]` holds one record per epoch of the whole run, resumed or not: `epoch`,
+    `val_mAP_raw` (and `val_mAP_ema`), every training log of the epoch (`loss`, loss components) and
+    `learning_rate`. The records live in `selection.json` between runs, so they survive a resume; Keras'
+    own `History` holds only the epochs of the last `fit` call and is not kept.
 
     Args:
         recipe: the resolved `Recipe`.
@@ -181,23 +388,31 @@ def fit(
         subset: list of int or None, class columns of a teacher's sub-task. Defaults to None (all).
         images: str, "all" or "positive" (sub-task images). Defaults to "all".
         epochs: int, epochs to train.
-        title: str, shown in logs. Defaults to "model".
+        title: str, shown in logs and messages. Defaults to "model".
         extra_callbacks: Keras callbacks run after ours (e.g. a test's interruption). Defaults to ().
         loss: a Keras loss, or None for the recipe's ASL. Defaults to None.
+        targets_by_pass: bool, call `targets_fn(targets, pass, index)` with the data pass of each record
+            (teacher targets of each augmented view, `view_targets`). Defaults to False.
         targets_fn: callable (targets [B, m], index [B]) -> training targets, e.g. labels joined with
             cached teacher logits. Defaults to None (the labels).
         init_from: path of a `.keras` model of the same architecture to start from. Defaults to None.
         wrap_model: callable (model) -> the Keras model that is compiled and fitted (e.g. a student
             wrapped with its teachers for online distillation); `model` is what is saved. Defaults to None.
+
+    Raises:
+        UserError: no training image, a non-finite loss or validation score, a full disk, an unreadable
+            backup. The folder then keeps the state of the last finished epoch, and no temporary file.
     """
     import keras
     import tensorflow as tf
 
+    from cpsd_tf import rundir
     from cpsd_tf.data import pipeline
     from cpsd_tf.models import build_model
 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
+    _remove_temporaries(model_dir)
     data, train_cfg = recipe.data, recipe.train
     select_split = train_cfg.select_split or data.val_split
     keras.utils.set_random_seed(recipe.seed)
@@ -213,15 +428,18 @@ def fit(
     batch = min(train_cfg.batch_size, n_train)
     steps = max(n_train // batch, 1)
     total_steps = steps * epochs
-    common = dict(image_size=data.image_size, subset=subset, normalize=recipe.model.normalize)
     train_ds = pipeline.build(
         data.dir, data.train_split, batch_size=batch, training=True, augment=data.augment, images=images,
         shuffle_buffer=train_cfg.shuffle_buffer, seed=recipe.seed, repeat=True, cache=train_cfg.cache,
-        with_index=targets_fn is not None, **common,
+        with_index=targets_fn is not None, with_pass=targets_by_pass, image_size=data.image_size, subset=subset,
     )
-    if targets_fn is not None:
+    if targets_fn is not None and targets_by_pass:
+        train_ds = train_ds.map(lambda f, y: (f["image"], targets_fn(y, f["pass"], f["index"])),
+                                num_parallel_calls=tf.data.AUTOTUNE)
+    elif targets_fn is not None:
         train_ds = train_ds.map(lambda f, y: (f["image"], targets_fn(y, f["index"])), num_parallel_calls=tf.data.AUTOTUNE)
-    val_ds = pipeline.build(data.dir, select_split, batch_size=max(batch, 64), training=False, cache=True, **common)
+    val_ds = pipeline.build(data.dir, select_split, batch_size=max(batch, 64), training=False, cache=True,
+                            image_size=data.image_size, subset=subset)
     _, val_y = pipeline.labels_matrix(data.dir, select_split, subset=subset)
 
     strategy = choose_strategy(train_cfg.strategy)
@@ -232,32 +450,31 @@ def fit(
             class_names=class_names, class_indices=subset, name=title.replace("-", "_"),
         )
         if init_from is not None:
-            from cpsd_tf.evaluate import load_model
-
-            model.set_weights(load_model(init_from).get_weights())
+            model.set_weights(rundir.load_model(init_from).get_weights())
         trainer = model
         if wrap_model is not None:
             trainer = wrap_model(model)
             trainer(np.zeros((1, data.image_size, data.image_size, 3), np.float32))  # BackupAndRestore needs it built
         optimizer = make_optimizer(train_cfg, total_steps)
         trainer.compile(optimizer=optimizer, loss=loss or make_loss(train_cfg.loss), jit_compile=train_cfg.jit_compile)
+    # Fail before the first epoch rather than after it: an epoch saves the best weights and the backup.
+    ensure_space(model_dir, 2 * state_bytes(trainer))
 
     log_dir = model_dir / "tensorboard"
     callbacks = [
-        _selection_callback(model_dir, val_ds, val_y, class_names, optimizer.use_ema, log_dir),
-        keras.callbacks.BackupAndRestore(str(model_dir / "backup"), save_freq="epoch", delete_checkpoint=False),
+        _stop_on_non_finite_loss(title, recipe),
+        _selection_callback(model_dir, val_ds, val_y, class_names, optimizer.use_ema, log_dir, title, recipe),
+        _backup_callback(model_dir, title, epochs),
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch"),
         *extra_callbacks,
     ]
     # A live bar on a terminal; one line per epoch in logs and pipes (a bar there writes every step).
     verbose = 0 if os.environ.get("CPSD_TF_QUIET") == "1" else (1 if sys.stdout.isatty() else 2)
-    history = trainer.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
-                        shuffle=False)  # the pipeline shuffles
+    trainer.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
+                shuffle=False)  # the pipeline shuffles
 
-    state = json.loads((model_dir / "selection.json").read_text())
-    trainer.load_weights(model_dir / "best.weights.h5")
-    with io.atomic_path(model_dir / MODEL_FILE, suffix=".keras") as tmp:
-        model.save(tmp)
+    state = json.loads((model_dir / SELECTION_FILE).read_text())
+    trainer.load_weights(model_dir / BEST_WEIGHTS_FILE)
     metrics = {
         "model": title,
         "num_classes": num_classes,
@@ -273,9 +490,16 @@ def fit(
         "best_weights": state["best_weights"],
         "select_metrics": state.get("best_metrics"),
         "history": state["history"],
-        "keras_history": {k: [float(x) for x in v] for k, v in history.history.items()},
     }
-    io.write_json(model_dir / METRICS_FILE, metrics)
+    model_path = model_dir / MODEL_FILE
+    with saving(model_dir, state_bytes(trainer)), io.atomic_path(model_path, suffix=".keras") as tmp:
+        model.save(tmp)
+    try:
+        with saving(model_dir, 0):
+            io.write_json(model_dir / METRICS_FILE, metrics)
+    except BaseException:
+        model_path.unlink(missing_ok=True)  # a model without its metrics is not finished: rerun saves both
+        raise
     _cleanup(model_dir)
     if math.isnan(state["best_mAP"]):
         import click
@@ -286,10 +510,8 @@ def fit(
 
 
 def _cleanup(model_dir):
-    import shutil
-
-    shutil.rmtree(Path(model_dir) / "backup", ignore_errors=True)
-    for name in ("selection.json", "best.weights.h5"):
-        path = Path(model_dir) / name
-        if path.exists():
-            path.unlink()
+    """Remove the training state of a finished model folder (backup, selection, temporaries)."""
+    shutil.rmtree(Path(model_dir) / BACKUP_DIR, ignore_errors=True)
+    for name in (SELECTION_FILE, BEST_WEIGHTS_FILE):
+        (Path(model_dir) / name).unlink(missing_ok=True)
+    _remove_temporaries(model_dir)

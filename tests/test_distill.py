@@ -1,16 +1,15 @@
 """Distillation: the rho merge, the loss against NumPy, the index join, online targets, a tiny full run."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cpsd_tf import distill, logits, train
+from cpsd_tf import distill, logits, rundir
 from cpsd_tf.cli import cli
 from cpsd_tf.data import pipeline, records
-from cpsd_tf.losses import AsymmetricLoss, DistillationLoss
+from cpsd_tf.losses import AsymmetricLoss, DistillationLoss, distill_weights
 
 from helpers_recipes import write_tiny_recipe
 from helpers_events import event_tags
@@ -46,15 +45,24 @@ def test_distillation_loss_matches_numpy(mse):
     y = (rng.random((b, m)) < 0.4).astype(np.float32)
     s = rng.normal(size=(b, m)).astype(np.float32) * 3
     t1, t2 = (rng.normal(size=(b, m)).astype(np.float32) * 3 for _ in range(2))
-    loss = DistillationLoss(m, 2, w_cls=0.5, w_teacher=0.25, mse=mse)
+    loss = DistillationLoss(m, [0.3, 0.2], w_cls=0.5, mse=mse)
     got = float(loss(np.concatenate([y, t1, t2], -1), s))
     div = m if mse == "mean" else 1
-    want = np.mean(0.5 * _asl_numpy(y, s) + 0.25 * ((s - t1) ** 2).sum(-1) / div + 0.25 * ((s - t2) ** 2).sum(-1) / div)
+    want = np.mean(0.5 * _asl_numpy(y, s) + 0.3 * ((s - t1) ** 2).sum(-1) / div + 0.2 * ((s - t2) ** 2).sum(-1) / div)
     assert got == pytest.approx(want, rel=1e-5)
     # No teacher: the loss is the weighted ASL alone.
-    assert float(DistillationLoss(m, 0, w_cls=1.0)(y, s)) == pytest.approx(float(AsymmetricLoss()(y, s)), rel=1e-6)
+    assert float(DistillationLoss(m, [], w_cls=1.0)(y, s)) == pytest.approx(float(AsymmetricLoss()(y, s)), rel=1e-6)
     again = DistillationLoss.from_config(loss.get_config())
     assert float(again(np.concatenate([y, t1, t2], -1), s)) == pytest.approx(got, rel=1e-6)
+
+
+def test_distill_weights_keep_the_official_total():
+    # Official CPSD: 0.5·ASL + (α/2)·SSE_cgp + (0.5 − α/2)·SSE_dgp; a single set takes the whole 0.5.
+    assert distill_weights(["cgp", "dgp"]) == [0.25, 0.25]
+    assert distill_weights(["dgp", "cgp"], alpha=0.8) == pytest.approx([0.1, 0.4])
+    for sets in (["cgp"], ["dgp"], ["baseline"], ["random"]):
+        assert distill_weights(sets) == [0.5]
+    assert sum(distill_weights(["cgp", "dgp"], 0.7, 0.3)) == pytest.approx(0.7)
 
 
 def _png(value):
@@ -107,39 +115,103 @@ def test_online_targets_equal_cached_targets():
     inputs = keras.Input((8, 8, 3))
     student = keras.Model(inputs, keras.layers.Dense(m)(keras.layers.Flatten()(inputs)))
     wrapper = distill.online_wrapper([(teachers, clusters)], m)(student)
-    wrapper.compile(optimizer="sgd", loss=Capture(m, 1), run_eagerly=True)
+    wrapper.compile(optimizer="sgd", loss=Capture(m, [0.5]), run_eagerly=True)
     y = np.zeros((3, m), np.float32)
     wrapper.train_on_batch(x, y)
     np.testing.assert_allclose(np.asarray(captured["y"])[:, m:], cached, rtol=1e-5, atol=1e-5)
 
 
-def test_tiny_end_to_end_run_and_restart(tmp_path):
+def test_tiny_end_to_end_run_restart_and_provenance(tmp_path):
     path = write_tiny_recipe(tmp_path)
     result = CliRunner().invoke(cli, ["run", "--recipe", str(path)])
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"
-    for name in ("cgp", "dgp"):
-        table = np.load(run / "logits" / f"{name}.npy")
-        assert table.shape == (48, 30) and np.isfinite(table).all()
     report = json.loads((run / "results.json").read_text())
     assert set(report["models"]) == {"baseline", "cpsd", "teachers_cgp", "teachers_dgp", "teachers_ensemble"}
     for per_split in report["models"].values():
         assert set(per_split) == {"test", "test_ood"}
         assert set(per_split["test"]) == {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"}
     assert "cpsd" in (run / "results.md").read_text()
-    assert train.is_done(run / "student")
+    assert rundir.model_is_done(run / "student")
+    assert "(online targets)" in result.output and not (run / "logits" / "cgp.npy").exists()
     # One TensorBoard log root: `tensorboard --logdir <run>` finds every model's loss, lr and val mAP.
     logged = {p.parent.relative_to(run).as_posix() for p in run.glob("**/tensorboard")}
     assert logged == {"baseline", "student", "teachers/cgp-0", "teachers/cgp-1", "teachers/dgp-0", "teachers/dgp-1"}
     for model_dir in logged:
         assert {"epoch_loss", "epoch_learning_rate", "val_mAP/raw"} <= event_tags(run / model_dir / "tensorboard")
+
     again = CliRunner().invoke(cli, ["run", "--recipe", str(path)])
     assert again.exit_code == 0, again.output
-    for stage in ("data", "partition", "baseline", "teachers", "logits", "distill"):
-        assert f"[{stage}] done already, skipped" in again.output
-    # The same student with the teachers run online on every batch (the official code's way).
-    shutil.copytree(run, tmp_path / "online", ignore=shutil.ignore_patterns("student"))
-    online = CliRunner().invoke(cli, ["distill", "--recipe", str(path), "--run-dir", str(tmp_path / "online"),
-                                      "--set", "distill.teacher_logits=online"])
-    assert online.exit_code == 0, online.output
-    assert "(online logits)" in online.output and train.is_done(tmp_path / "online" / "student")
+    for what in ("[baseline] baseline", "[teachers] cgp-0", "[teachers] dgp-1", "[distill] cpsd"):
+        assert f"{what} finished already, skipped" in again.output
+    assert "Epoch" not in again.output
+
+    # A finished student is never reused for another recipe: the refusal names key, recorded and asked value.
+    recorded_recipe = (run / "recipe.yaml").read_text()
+    cached = ["--set", "distill.teacher_logits=cached_clean"]
+    refused = CliRunner().invoke(cli, ["distill", "--recipe", str(path), *cached, "--force"])
+    assert refused.exit_code == 2 and "cpsd-tf logits" in refused.output  # distill never exports logits itself
+    refused = CliRunner().invoke(cli, ["distill", "--recipe", str(path), *cached])
+    assert refused.exit_code == 2
+    assert 'distill.teacher_logits="online"' in refused.output and 'distill.teacher_logits="cached_clean"' in refused.output
+    assert "--force" in refused.output and len(refused.output.strip().splitlines()) == 1
+    assert (run / "recipe.yaml").read_text() == recorded_recipe
+
+    exported = CliRunner().invoke(cli, ["logits", "--recipe", str(path), *cached])
+    assert exported.exit_code == 0, exported.output
+    for name in ("cgp", "dgp"):
+        table = np.load(run / "logits" / f"{name}.npy")
+        assert table.shape == (48, 30) and np.isfinite(table).all()
+    redone = CliRunner().invoke(cli, ["distill", "--recipe", str(path), *cached, "--force"])
+    assert redone.exit_code == 0, redone.output
+    assert "(cached_clean targets)" in redone.output
+    assert json.loads((run / "student" / "provenance.json").read_text())["values"]["distill.teacher_logits"] == "cached_clean"
+
+    # Consistent cached targets: the teachers' logits of every (pass, record) view, then the student.
+    views = ["--set", "distill.teacher_logits=cached_views"]
+    exported = CliRunner().invoke(cli, ["logits", "--recipe", str(path), *views])
+    assert exported.exit_code == 0, exported.output
+    table = np.load(run / "logits" / "views" / "cgp.npy")
+    assert table.shape == (1, 48, 30) and table.dtype == np.float16 and np.isfinite(table).all()
+    redone = CliRunner().invoke(cli, ["distill", "--recipe", str(path), *views, "--force"])
+    assert redone.exit_code == 0, redone.output
+    assert "(cached_views targets)" in redone.output
+
+    # A reading command with another teacher list neither relabels the student nor rewrites recipe.yaml.
+    recorded_recipe = (run / "recipe.yaml").read_text()
+    relabel = CliRunner().invoke(cli, ["evaluate", "--recipe", str(path), *views, "--set", "distill.teachers=[cgp]"])
+    assert relabel.exit_code == 0, relabel.output
+    assert set(json.loads((run / "results.json").read_text())["models"]) >= {"cpsd", "baseline"}
+    assert "cgpd" not in relabel.output
+    assert (run / "recipe.yaml").read_text() == recorded_recipe
+
+
+def test_positive_only_targets_leave_other_images_alone():
+    """teachers.images: positive (paper Eq. 5): a teacher's columns are distilled only on its images."""
+    import keras
+
+    m = 4
+    x = np.random.default_rng(3).random((2, 8, 8, 3)).astype(np.float32)
+    clusters = [[0, 1], [2, 3]]
+    teachers = []
+    for c in clusters:
+        inputs = keras.Input((8, 8, 3))
+        teachers.append(keras.Model(inputs, keras.layers.Dense(len(c))(keras.layers.Flatten()(inputs))))
+    merged = logits.merge([(c, t.predict(x, verbose=0)) for c, t in zip(clusters, teachers)], 2, m)
+    inputs = keras.Input((8, 8, 3))
+    student = keras.Model(inputs, keras.layers.Dense(m)(keras.layers.Flatten()(inputs)))
+    captured = {}
+
+    class Capture(DistillationLoss):
+        def call(self, y_true, y_pred):
+            captured["y"], captured["s"] = y_true, y_pred
+            return super().call(y_true, y_pred)
+
+    wrapper = distill.online_wrapper([(teachers, clusters)], m, positive_only=True)(student)
+    wrapper.compile(optimizer="sgd", loss=Capture(m, [0.5]), run_eagerly=True)
+    y = np.array([[1, 0, 0, 0], [0, 0, 0, 0]], np.float32)  # image 0 has a class of teacher 0 only
+    wrapper.train_on_batch(x, y)
+    target, s = np.asarray(captured["y"])[:, m:], np.asarray(captured["s"])
+    np.testing.assert_allclose(target[0, :2], merged[0, :2], rtol=1e-5, atol=1e-5)  # teacher 0 on its image
+    np.testing.assert_allclose(target[0, 2:], s[0, 2:], rtol=1e-5, atol=1e-5)  # teacher 1: not its image
+    np.testing.assert_allclose(target[1], s[1], rtol=1e-5, atol=1e-5)  # no teacher owns image 1

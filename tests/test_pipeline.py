@@ -97,20 +97,6 @@ def test_preprocess_eval_eager_and_in_map(images):
     np.testing.assert_allclose(eager[1], ref, atol=1e-7)
 
 
-def test_normalize_options_eager_and_in_map(images):
-    unit = pipeline.preprocess_eval(tf.constant(images[0]), S, "unit").numpy()
-    mean, std = np.array(pipeline.IMAGENET_MEAN), np.array(pipeline.IMAGENET_STD)
-    for normalize, ref in [("raw", unit * 255.0), ("imagenet", (unit - mean) / std)]:
-        eager = pipeline.preprocess_eval(tf.constant(images[0]), S, normalize).numpy()
-        ds = tf.data.Dataset.from_tensors(images[0]).map(lambda b: pipeline.preprocess_eval(b, S, normalize))
-        np.testing.assert_allclose(eager, ref, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(next(iter(ds)), ref, rtol=1e-5, atol=1e-5)
-    batch = np.stack([unit, unit])  # [B, S, S, 3] works too (e.g. inside an exported model)
-    np.testing.assert_allclose(pipeline.normalize_image(batch, "imagenet"), (batch - mean) / std, rtol=1e-5, atol=1e-5)
-    with pytest.raises(UserError, match="normalize"):
-        pipeline.preprocess_eval(tf.constant(images[0]), S, "zscore")
-
-
 def test_multi_hot_eager_and_in_map():
     cases = [([], None), ([0, 3], None), ([3, 4], [4, 1, 3]), ([2], [4, 1])]
     for labels, subset in cases:
@@ -243,7 +229,6 @@ def test_model_fit_consumes_the_dataset(data_dir):
         (dict(subset=[1, 1]), "repeats"),
         (dict(subset=[]), "empty"),
         (dict(images="some"), "images"),
-        (dict(normalize="zscore"), "normalize"),
     ],
 )
 def test_bad_arguments_are_user_errors(data_dir, kwargs, match):
@@ -251,6 +236,93 @@ def test_bad_arguments_are_user_errors(data_dir, kwargs, match):
     split = kwargs.pop("split")
     with pytest.raises(UserError, match=match):
         pipeline.build(data_dir, split, image_size=S, batch_size=4, training=False, **kwargs)
-    if "normalize" not in kwargs:
-        with pytest.raises(UserError, match=match):
-            pipeline.num_examples(data_dir, split, **kwargs)
+    with pytest.raises(UserError, match=match):
+        pipeline.num_examples(data_dir, split, **kwargs)
+    with pytest.raises(UserError, match=match):
+        pipeline.build_views(data_dir, split, 0, image_size=S, augment=FULL_AUGMENT, batch_size=4, **kwargs)
+
+
+def test_normalize_is_gone(data_dir, images):
+    with pytest.raises(TypeError):
+        pipeline.build(data_dir, "train", image_size=S, batch_size=4, training=False, normalize="unit")
+    with pytest.raises(TypeError):
+        pipeline.preprocess_eval(tf.constant(images[0]), S, "unit")
+
+
+# --- reproducible views: (seed, pass, index) -> image ---------------------------------------------------
+
+
+def stream_views(ds, batches):
+    """{(pass, index): image} and the (pass, index) sequence of `batches` batches of a with_pass stream."""
+    views, order = {}, []
+    for features, _ in ds.take(batches):
+        for x, e, i in zip(features["image"].numpy(), features["pass"].numpy(), features["index"].numpy()):
+            views[(int(e), int(i))] = x
+            order.append((int(e), int(i)))
+    return views, order
+
+
+@pytest.mark.parametrize("crop", [False, True])
+def test_training_stream_views_are_a_function_of_seed_pass_index(data_dir, crop):
+    # (RandAugment once: each dataset traces its ops)
+    augment = FULL_AUGMENT if not crop else AugmentConfig(flip=True, translate=0.1, crop={})
+    kwargs = dict(image_size=S, training=True, augment=augment, repeat=True, with_index=True, with_pass=True, seed=5)
+    n, passes = len(LABELS), 2
+    a, order = stream_views(pipeline.build(data_dir, "train", batch_size=5, shuffle_buffer=3, deterministic=True,
+                                           **kwargs), passes * n // 5)
+    b, order_b = stream_views(pipeline.build(data_dir, "train", batch_size=4, shuffle_buffer=64, cache=True,
+                                             **kwargs), (passes + 1) * n // 4)  # nondeterministic order
+    assert [e for e, _ in order] == sorted(e for e, _ in order) == [e for e in range(passes) for _ in range(n)]
+    for e in range(passes):
+        assert sorted(i for p, i in order if p == e) == list(range(n))  # every record once per pass
+    assert [i for _, i in order] != [i for _, i in order_b[: len(order)]]  # different orders ...
+    common = set(a) & set(b)
+    assert len(common) >= n
+    for key in common:  # ... the same views
+        np.testing.assert_array_equal(a[key], b[key])
+    for e in range(passes):
+        x, idx = map(np.concatenate, zip(*pipeline.build_views(data_dir, "train", e, image_size=S, augment=augment,
+                                                                seed=5, batch_size=4)))
+        np.testing.assert_array_equal(idx, np.arange(n))  # index order
+        for img, i in zip(x, idx):
+            np.testing.assert_array_equal(img, a[(e, int(i))])
+    assert sum(not np.array_equal(a[(0, i)], a[(1, i)]) for i in range(n)) >= n // 2  # passes differ
+    other, _ = stream_views(pipeline.build(data_dir, "train", batch_size=5, **{**kwargs, "seed": 6}), n // 5)
+    assert sum(not np.array_equal(other[k], a[k]) for k in other) >= n // 2  # seeds differ
+
+
+def test_pass_counts_the_filtered_records_and_views_without_augment(data_dir):
+    kwargs = dict(image_size=S, batch_size=2, training=True, subset=[4, 1], images="positive", repeat=True,
+                  with_pass=True, seed=1)
+    for augment in (None, FULL_AUGMENT):
+        ds = pipeline.build(data_dir, "train", augment=augment, **kwargs)
+        assert set(ds.element_spec[0]) == {"image", "pass"}
+        passes = np.concatenate([f["pass"].numpy() for f, _ in ds.take(6)])
+        # 4 positive images per pass (the default deterministic=False may swap neighbours across a boundary)
+        np.testing.assert_array_equal(np.sort(passes), np.repeat([0, 1, 2], 4))
+    views = pipeline.build_views(data_dir, "train", 2, image_size=S, augment=None, subset=[4, 1], images="positive")
+    x, idx = map(np.concatenate, zip(*views))
+    np.testing.assert_array_equal(idx, [2, 5, 7, 8])  # the records with class 4 or 1
+    clean = collect(pipeline.build(data_dir, "train", image_size=S, batch_size=4, training=False, subset=[4, 1],
+                                   images="positive", with_index=True))
+    np.testing.assert_array_equal(idx, clean[2])
+    np.testing.assert_array_equal(x, clean[0])  # no augmentation: the evaluation view
+
+
+def test_with_pass_needs_repeat_when_training_and_is_zero_for_evaluation(data_dir):
+    with pytest.raises(ValueError, match="repeat"):
+        pipeline.build(data_dir, "train", image_size=S, batch_size=4, training=True, with_pass=True)
+    ds = pipeline.build(data_dir, "train", image_size=S, batch_size=4, training=False, with_pass=True, with_index=True)
+    assert set(ds.element_spec[0]) == {"image", "index", "pass"}
+    assert all((f["pass"].numpy() == 0).all() for f, _ in ds)
+    with pytest.raises(ValueError, match="pass_"):
+        pipeline.build_views(data_dir, "train", -1, image_size=S, augment=None)
+
+
+def test_view_seed_is_pure_and_distinct():
+    seeds = {tuple(pipeline.view_seed(s, e, i).numpy()) for s in (0, 1) for e in range(3) for i in range(4)}
+    assert len(seeds) == 24
+    np.testing.assert_array_equal(pipeline.view_seed(3, 2, 7), pipeline.view_seed(3, tf.constant(2, tf.int64), 7))
+    mapped = next(iter(tf.data.Dataset.from_tensors((tf.constant(2, tf.int64), tf.constant(7, tf.int64))).map(
+        lambda e, i: pipeline.view_seed(3, e, i))))
+    np.testing.assert_array_equal(mapped, pipeline.view_seed(3, 2, 7))

@@ -1,4 +1,4 @@
-"""`cpsd-tf run`: stages in order, finished ones skipped."""
+"""`cpsd-tf run`: stages in order, finished ones skipped; stages never run each other."""
 
 import json
 
@@ -10,16 +10,16 @@ from cpsd_tf.cli import cli
 from helpers_recipes import write_tiny_recipe
 
 
-def test_partition_with_recipe_builds_the_data_first(tmp_path):
+def test_partition_needs_the_data_and_names_the_command(tmp_path):
     path = write_tiny_recipe(tmp_path)
     result = CliRunner().invoke(cli, ["partition", "--recipe", str(path)])
+    assert result.exit_code == 2
+    assert "cpsd-tf data build --recipe R" in result.output
+    assert not (tmp_path / "data").exists()  # the stage did not build it
+    assert CliRunner().invoke(cli, ["data", "build", "--recipe", str(path)]).exit_code == 0
+    result = CliRunner().invoke(cli, ["partition", "--recipe", str(path)])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "data" / "dataset.json").is_file()
     assert (tmp_path / "run" / "partition.json").is_file() and (tmp_path / "run" / "recipe.yaml").is_file()
-
-
-def test_changed_keys():
-    assert runs._changed_keys({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 0}) == ["a.c", "d"]
 
 
 def test_missing_data_without_generator(tmp_path):
@@ -27,4 +27,14 @@ def test_missing_data_without_generator(tmp_path):
     path.write_text(json.dumps({"run_dir": str(tmp_path / "run"), "data": {"dir": str(tmp_path / "none")}}))
     result = CliRunner().invoke(cli, ["run", "--recipe", str(path)])
     assert result.exit_code == 2
-    assert "holds no dataset.json and the recipe names no data.generator" in result.output
+    assert "holds no dataset.json" in result.output and "cpsd-tf data csv" in result.output
+
+
+def test_verdict_says_plainly_where_the_student_stands():
+    report = {"models": {"baseline": {"test": {"mAP": 80.0}, "test_ood": {"mAP": 40.0}},
+                         "cpsd": {"test": {"mAP": 80.5}, "test_ood": {"mAP": 39.0}}}}
+    assert runs.verdict(report, "cpsd") == [
+        "cpsd is above the baseline on test: 80.50 vs 80.00 mAP (+0.50)",
+        "cpsd is below the baseline on test_ood: 39.00 vs 40.00 mAP (-1.00)",
+    ]
+    assert runs.verdict({"models": {"cpsd": {}}}, "cpsd") == []

@@ -198,3 +198,105 @@ def test_render_with_boxes_puts_each_object_in_its_box():
             inside = np.zeros_like(strong)
             inside[top : top + side, left : left + side] = True
             assert strong[inside].any() and not strong[~inside].any()
+
+
+# === Single-object pretraining splits ===
+
+# Pixels and labels of TINY's scene splits (seed 0) as rendered before the single-object splits existed
+# (sha256 of the decoded pixels and [id, labels] of every image, first 16 hex digits).
+GOLDEN = {"train": "1dfa39ac7996b1c8", "val": "5462965f1cf6f0fb", "test": "122de5bf017b25de", "test_ood": "b353c27e76b5ef51"}
+SINGLE = ScenesConfig(train=40, val=20, test=20, image_size=32, single=64, single_val=24)
+
+
+def _split_digest(config, split, seed=0):
+    import hashlib
+
+    from PIL import Image
+
+    h = hashlib.sha256()
+    for png, image_id, labels in scenes.render_split(config, split, seed=seed):
+        h.update(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).tobytes())
+        h.update(json.dumps([image_id, labels]).encode())
+    return h.hexdigest()[:16]
+
+
+def test_scene_splits_unchanged_by_the_single_splits(tiny_dir, tmp_path):
+    assert TINY.single == 0 and TINY.splits() == ["train", "val", "test", "test_ood"]
+    for split, digest in GOLDEN.items():
+        assert _split_digest(TINY, split) == digest, split  # same images as before the field existed
+        assert _split_digest(SINGLE, split) == digest, split  # and whatever `single` is
+    # generated with the single splits, the scene splits' shards and stats are byte-identical
+    result = scenes.generate(tmp_path / "with", SINGLE, seed=0)
+    assert result["splits"] == {"train": 40, "val": 20, "test": 20, "test_ood": 20, "single": 64, "single_val": 24}
+    with_single = _shard_bytes(tmp_path / "with")
+    assert {k: v for k, v in with_single.items() if not k.startswith("single")} == _shard_bytes(tiny_dir)
+    assert (tmp_path / "with" / "stats.json").read_text() == (tiny_dir / "stats.json").read_text()
+    # a split's records do not depend on which other splits are written
+    scenes.generate(tmp_path / "only", SINGLE, seed=0, splits=["single_val", "single"])
+    only = _shard_bytes(tmp_path / "only")
+    assert only == {k: v for k, v in with_single.items() if k.startswith("single")}
+    assert records.load_info(tmp_path / "only").splits == {"single_val": 24, "single": 64}
+
+
+def _grey_blocks(image):
+    """Whether a 2x2 block of one flat grey value (an occluder's signature) is in uint8 [S, S, 3]."""
+    flat = (image[..., 0] == image[..., 1]) & (image[..., 1] == image[..., 2])
+    v = image[..., 0]
+    same = (v[:-1, :-1] == v[1:, :-1]) & (v[:-1, :-1] == v[:-1, 1:]) & (v[:-1, :-1] == v[1:, 1:])
+    return bool((same & flat[:-1, :-1] & flat[1:, :-1] & flat[:-1, 1:] & flat[1:, 1:]).any())
+
+
+def test_single_split_has_one_object_with_its_label(tmp_path):
+    from PIL import Image
+
+    scenes.generate(tmp_path / "d", SINGLE, seed=0, splits=["single"])
+    recs = list(records.iter_records(tmp_path / "d", "single"))
+    pixels, objects, boxes = scenes.split_pixels(SINGLE, "single", seed=0)
+    assert len(recs) == len(pixels) == 64
+    colour_channel = {"red": 0, "green": 1, "blue": 2}
+    for r, image, obj, box in zip(recs, pixels, objects, boxes):
+        assert len(obj) == 1 and len(box) == 1 and r["labels"] == [int(obj[0])]
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(r["image"])).convert("RGB")), image)
+        # the glyph in the box has the label's colour: that channel dominates the others most there
+        top, left, side = box[0]
+        patch = image[top : top + side, left : left + side].astype(int)
+        dominance = [(patch[..., c] - np.delete(patch, c, axis=-1).max(-1)).max() for c in range(3)]
+        channel = colour_channel[scenes.CLASSES[r["labels"][0]].split("-")[0]]
+        assert int(np.argmax(dominance)) == channel and dominance[channel] > 60
+        assert not _grey_blocks(image)  # no occluder
+    # the detector does find occluders where there are some
+    occluded = SINGLE.model_copy(update={"occluders_min": 2, "occluders_max": 2})
+    assert all(_grey_blocks(im) for im in scenes.split_pixels(occluded, "train", seed=0)[0])
+    # labels: every class can occur, drawn without scenes; never a train image
+    labels = [int(o[0]) for o in scenes.sample_objects(ScenesConfig(single=3000), "single")[0]]
+    counts = np.bincount(labels, minlength=len(scenes.CLASSES))
+    assert counts.min() > 60 and counts.max() < 140
+    train = scenes.split_pixels(SINGLE, "train", seed=0)[0]
+    assert not any((train == im).all(axis=(1, 2, 3)).any() for im in pixels)
+    val = scenes.split_pixels(SINGLE, "single_val", seed=0)[0]
+    assert not (val[: len(pixels)] == pixels[: len(val)]).all(axis=(1, 2, 3)).any()
+
+
+def test_single_split_needs_a_size(tmp_path):
+    from cpsd_tf.errors import UserError
+
+    with pytest.raises(UserError, match=r"split\(s\) \['single'\] would be empty"):
+        scenes.generate(tmp_path / "x", TINY, seed=0, splits=["single"])
+    with pytest.raises(UserError, match="unknown split"):
+        scenes.generate(tmp_path / "x", TINY, seed=0, splits=["tran"])
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValidationError, match="single"):
+        ScenesConfig(single=-1)
+
+
+def test_cli_single(tmp_path):
+    out = tmp_path / "cli"
+    args = ["data", "scenes", "--out", str(out), "--train", "8", "--val", "4", "--test", "4", "--image-size", "24",
+            "--single", "10", "--single-val", "5"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "single 10, single_val 5" in result.stdout
+    assert records.load_info(out).splits == {"train": 8, "val": 4, "test": 4, "test_ood": 4, "single": 10, "single_val": 5}
+    bad = CliRunner().invoke(cli, ["data", "scenes", "--out", str(tmp_path / "y"), "--single", "-3"])
+    assert bad.exit_code == 2 and "--single: Input should be greater than or equal to 0, received -3" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "y").exists()

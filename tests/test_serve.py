@@ -11,6 +11,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from cpsd_tf import export
+from cpsd_tf import recipe as recipe_mod
 from cpsd_tf.cli import cli
 from cpsd_tf.data import pipeline
 from cpsd_tf.models import build_model
@@ -118,10 +119,87 @@ def test_pixels_signature_and_bad_bytes(run, exported):
         loaded.signatures["serving_default"](images=tf.constant([images[0], b"not an image at all"]))
 
 
-def test_second_export_is_the_next_version(run, exported):
-    result = CliRunner().invoke(cli, ["export", "--recipe", str(run["recipe"]), "--out", str(exported["out"])])
-    assert result.exit_code == 0, result.output
+def _snapshot(folder):
+    """Every path under `folder` with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+def test_second_export_is_the_next_version_and_leaves_the_run_dir_alone(run, exported):
+    run_dir = run["student"].parent
+    before = _snapshot(run_dir)
+    result = export.run(recipe_mod.load(run["recipe"]), run_dir, out=str(exported["out"]))
+    assert result["version"] == 2 and result["passed"]
     assert sorted(p.name for p in exported["out"].iterdir()) == ["1", "2"]
+    assert _snapshot(run_dir) == before, "export wrote into the run directory"
+
+
+def test_relative_out_as_in_the_readme(run, tmp_path, monkeypatch):
+    # `cpsd-tf export --recipe R --out serving`: the fresh-process check runs with another cwd, so the
+    # relative path must be made absolute for it.
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["export", "--recipe", str(run["recipe"]), "--out", "serving"])
+    assert result.exit_code == 0, result.output
+    assert ": PASS" in result.output and "SavedModel: serving/1 " in result.output
+    assert sorted(p.name for p in (tmp_path / "serving").iterdir()) == ["1"]
+    assert (tmp_path / "serving" / "1" / "saved_model.pb").is_file()
+
+
+def test_failed_verification_publishes_nothing_and_keeps_user_files(run, tmp_path, monkeypatch):
+    out = tmp_path / "serving"
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "keep.txt").write_text("mine")
+    (out / "README").write_text("user file")
+    monkeypatch.setattr(export, "TOLERANCE", -1.0)  # no difference can pass
+    result = CliRunner().invoke(cli, ["export", "--recipe", str(run["recipe"]), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert ": FAIL" in result.output and "Traceback" not in result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and f"{out}: nothing published" in error[0]
+    assert sorted(p.name for p in out.iterdir()) == ["README", "notes"]  # no version, no temp folder
+    assert (out / "notes" / "keep.txt").read_text() == "mine" and (out / "README").read_text() == "user file"
+
+
+def test_interrupted_export_leaves_nothing(run, tmp_path, monkeypatch):
+    seen = []
+
+    def interrupted(path, model, images):
+        seen.append(path)
+        assert path.is_absolute() and path.name.startswith(".1.tmp-") and (path / "saved_model.pb").is_file()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "verify", interrupted)
+    out = tmp_path / "new" / "serving"
+    with pytest.raises(KeyboardInterrupt):
+        export.run(recipe_mod.load(run["recipe"]), run["student"].parent, out=str(out))
+    assert seen and not seen[0].exists()
+    assert not out.exists()  # export created it and published nothing: removed again
+
+
+def test_publish_never_replaces_a_version(tmp_path, monkeypatch):
+    out = tmp_path / "serving"
+    (out / "1").mkdir(parents=True)
+    (out / "1" / "saved_model.pb").write_text("an earlier export")
+    (out / "2").mkdir()  # empty, but not ours either
+    (out / "3").write_text("a user's file named like a version")
+    folder = out / ".4.tmp-test"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_text("new")
+    # A concurrent export published 1..3 after this one chose its number: the stale guess must move on.
+    monkeypatch.setattr(export, "next_version", lambda out_dir: 1)
+    assert export._publish(folder, out) == 4
+    assert (out / "1" / "saved_model.pb").read_text() == "an earlier export"
+    assert (out / "2").is_dir() and not list((out / "2").iterdir())
+    assert (out / "3").read_text() == "a user's file named like a version"
+    assert (out / "4" / "saved_model.pb").read_text() == "new" and not folder.exists()
+
+
+def test_next_version_ignores_temp_folders_and_files(tmp_path):
+    (tmp_path / "2").mkdir()
+    (tmp_path / ".7.tmp-abcd").mkdir()
+    (tmp_path / "9").write_text("file")
+    (tmp_path / "v10").mkdir()
+    assert export.next_version(tmp_path) == 3
+    assert export.next_version(tmp_path / "missing") == 1
 
 
 def test_verify_detects_a_different_model(run, exported):

@@ -252,6 +252,34 @@ def test_csv_converts_with_sorted_classes(tmp_path):
         decode(r["image"])
 
 
+def test_csv_duplicate_with_other_labels_is_refused(tmp_path):
+    img_dir = images_in(tmp_path / "imgs", ["a.jpg", "b.jpg"])
+    labels = tmp_path / "train.csv"
+    labels.write_text("path,labels\na.jpg,dog;cat\nb.jpg,cat\n./a.jpg,dog\n")
+    out = tmp_path / "data"
+    result = run("csv", "--labels", labels, "--images", img_dir, "--split", "train", "--out", out)
+    assert_error(result, f"{labels}: line 4", "image './a.jpg' has labels [dog]", "line 2 gives it [cat; dog]")
+    assert_nothing_written(out)
+
+
+def test_jsonl_duplicate_with_other_labels_is_refused(tmp_path):
+    img_dir = images_in(tmp_path / "imgs", ["a.jpg"])
+    labels = tmp_path / "train.jsonl"
+    labels.write_text('{"path": "a.jpg", "labels": ["cat"]}\n{"path": "a.jpg", "labels": []}\n')
+    result = run("csv", "--labels", labels, "--images", img_dir, "--split", "train", "--out", tmp_path / "o")
+    assert_error(result, f"{labels}: line 2", "image 'a.jpg' has labels []", "line 1 gives it [cat]")
+
+
+def test_csv_identical_duplicates_are_merged(tmp_path):
+    img_dir = images_in(tmp_path / "imgs", ["a.jpg", "b.jpg"])
+    labels = tmp_path / "train.csv"
+    labels.write_text("path,labels\na.jpg,dog;cat\nb.jpg,cat\na.jpg,cat;dog\n")
+    out = tmp_path / "data"
+    result = run("csv", "--labels", labels, "--images", img_dir, "--split", "train", "--out", out)
+    assert_ok(result)
+    assert [(r["id"], r["index"], r["labels"]) for r in read(out, "train")] == [("a.jpg", 0, [0, 1]), ("b.jpg", 1, [0])]
+
+
 def test_csv_classes_file_fixes_order_and_second_split(tmp_path):
     img_dir = images_in(tmp_path / "imgs", ["a.jpg", "b.jpg", "c.jpg"])
     classes = tmp_path / "classes.txt"

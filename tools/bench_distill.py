@@ -1,16 +1,24 @@
-"""Step time of the student (cached and online teacher logits) against the baseline's step.
+"""Per-step time of the student's teacher-target modes against the baseline's step, in one process.
 
-Times `model.fit` steps after a warm-up on the same data pipeline, model and optimizer; only the targets
-and the loss differ. Teachers are untrained models of the recipe's architecture (speed does not depend
-on their weights), k per strategy, with the cluster sizes of a balanced partition.
+Variants (same data pipeline settings, student architecture and optimizer; only targets and loss differ):
+  baseline      plain `(images, labels)` batches, ASL;
+  cached_clean  teacher logits of the un-augmented images joined by record `index` (`distill.cached_targets_fn`);
+  cached_views  teacher logits of every augmented view joined by (pass, index) (`view_targets.targets_fn`,
+                float16 tables [E, N, m] as `view_targets.compute` writes them);
+  online        the 2k teachers run inside every training step (`distill.online_wrapper`).
+Teachers are untrained models of the recipe's architecture (speed does not depend on weights), k per
+strategy (`--k`, default 5), with the cluster sizes of a balanced partition; the tables are random.
 
-    python tools/bench_distill.py --recipe recipes/demo.yaml --steps 60 --repeats 3
+Every variant is traced and warmed up (`--warmup` steps) first; then the variants take turns, `--steps`
+steps each, `--rounds` times (a load change on the shared machine hits all alike). A step is one call of
+the model's compiled train function on a persistent dataset iterator (data fetch included, no `fit()`
+overhead), timed to its result; the median per variant is printed, one line each, with its ratio to the
+baseline.
 
-Prints one JSON line: seconds per step (median over repeats) and the ratios to the baseline.
+    /work/venv/bin/python tools/bench_distill.py --recipe recipes/demo.yaml [--k 5] [--steps 30] [--rounds 5]
 """
 
 import argparse
-import json
 import statistics
 import time
 
@@ -20,8 +28,11 @@ import numpy as np
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="recipes/demo.yaml")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
+    parser.add_argument("--k", type=int, default=5, help="teachers per strategy (2k in all)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per variant per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps per variant after tracing")
     args = parser.parse_args()
 
     from cpsd_tf.quiet import import_tensorflow
@@ -29,65 +40,84 @@ def main():
     tf = import_tensorflow()
     import keras
 
-    from cpsd_tf import distill, recipe as recipe_mod, train
+    from cpsd_tf import distill, train, view_targets
+    from cpsd_tf import recipe as recipe_mod
     from cpsd_tf.data import pipeline, prepare, records
+    from cpsd_tf.losses import DistillationLoss
     from cpsd_tf.models import build_model
 
-    r = recipe_mod.load(args.recipe)
+    r = recipe_mod.load(args.recipe, args.set)
     data_dir = prepare.run(r)
     info = records.load_info(data_dir)
-    m, n = info.num_classes, info.splits[r.data.train_split]
-    k = r.partition.k
-    clusters = [list(c) for c in np.array_split(np.arange(m), k)]
-    batch = r.train.batch_size
+    split = r.data.train_split
+    m = info.num_classes
+    n = pipeline.num_examples(data_dir, split)
+    batch = min(r.train.batch_size, n)
+    clusters = [list(map(int, c)) for c in np.array_split(np.arange(m), args.k) if len(c)]
+    total_steps = 1 + args.warmup + args.steps * args.rounds
+    passes = view_targets.passes_needed(n, batch, total_steps, 1)
 
-    def dataset(with_index):
-        return pipeline.build(data_dir, r.data.train_split, image_size=r.data.image_size, batch_size=batch,
-                              training=True, augment=r.data.augment, repeat=True, cache=r.train.cache,
-                              with_index=with_index, seed=0)
+    def dataset(**kwargs):
+        return pipeline.build(data_dir, split, image_size=r.data.image_size, batch_size=batch, training=True,
+                              augment=r.data.augment, repeat=True, cache=r.train.cache,
+                              shuffle_buffer=r.train.shuffle_buffer, seed=0, **kwargs)
 
-    def student():
-        keras.utils.set_random_seed(0)
-        return build_model(r.model.backbone, r.model.head, m, r.data.image_size, weights=r.model.weights,
+    def model(num_classes):
+        return build_model(r.model.backbone, r.model.head, num_classes, r.data.image_size, weights=r.model.weights,
                            head_options=r.model.head_options)
 
-    setups = {}
-
-    def prepare_fit(name, model, ds, loss):
-        model.compile(optimizer=train.make_optimizer(r.train, 10**6), loss=loss)
-        model.fit(ds, epochs=1, steps_per_epoch=10, verbose=0, shuffle=False)  # trace + warm-up
-        setups[name] = (model, ds)
-
-    prepare_fit("baseline", student(), dataset(False), train.make_loss(r.train.loss))
+    def distill_loss():
+        return DistillationLoss(m, w_teachers=[0.25, 0.25], w_cls=0.5)
 
     rng = np.random.default_rng(0)
-    tables = [rng.normal(size=(n, m)).astype(np.float32) for _ in range(2)]
-    join = distill.cached_targets_fn(tables)
-    cached_ds = dataset(True).map(lambda f, y: (f["image"], join(y, f["index"])), num_parallel_calls=tf.data.AUTOTUNE)
-    prepare_fit("student_cached", student(), cached_ds, distill.make_loss(r, m, 2))
+    clean = distill.cached_targets_fn([rng.normal(size=(n, m)).astype(np.float32) for _ in range(2)])
+    views = view_targets.targets_fn([rng.normal(size=(passes, n, m)).astype(np.float16) for _ in range(2)])
+    teacher_sets = [([model(len(c)) for c in clusters], clusters) for _ in ("cgp", "dgp")]
+    keras.utils.set_random_seed(0)
 
-    teacher_sets = []
-    for _ in ("cgp", "dgp"):
-        models = [build_model(r.model.backbone, r.model.head, len(c), r.data.image_size, weights=r.model.weights,
-                              head_options=r.model.head_options) for c in clusters]
-        teacher_sets.append((models, clusters))
-    wrapper = distill.online_wrapper(teacher_sets, m)(student())
-    prepare_fit("student_online", wrapper, dataset(False), distill.make_loss(r, m, 2))
+    variants = {
+        "baseline": (model(m), dataset(), train.make_loss(r.train.loss)),
+        "cached_clean": (model(m), dataset(with_index=True).map(
+            lambda f, y: (f["image"], clean(y, f["index"])), num_parallel_calls=tf.data.AUTOTUNE), distill_loss()),
+        "cached_views": (model(m), dataset(with_index=True, with_pass=True).map(
+            lambda f, y: (f["image"], views(y, f["pass"], f["index"])), num_parallel_calls=tf.data.AUTOTUNE),
+            distill_loss()),
+        "online": (distill.online_wrapper(teacher_sets, m)(model(m)), dataset(), distill_loss()),
+    }
 
-    # Modes take turns in every repeat, so a load change on the machine hits all of them alike.
-    times = {name: [] for name in setups}
-    for _ in range(args.repeats):
-        for name, (model, ds) in setups.items():
-            start = time.perf_counter()
-            model.fit(ds, epochs=1, steps_per_epoch=args.steps, verbose=0, shuffle=False)
-            times[name].append((time.perf_counter() - start) / args.steps)
-    results = {name: statistics.median(t) for name, t in times.items()}
+    def step_fn(mdl, it):
+        def step():
+            out = mdl.train_function(it)
+            if isinstance(out, tf.experimental.Optional):
+                out = out.get_value()
+            return float(out["loss"])  # waits for the step
 
-    out = {f"{k}_s_per_step": round(v, 4) for k, v in results.items()}
-    out["cached_over_baseline"] = round(results["student_cached"] / results["baseline"], 3)
-    out["online_over_baseline"] = round(results["student_online"] / results["baseline"], 3)
-    out.update(recipe=args.recipe, batch=batch, image_size=r.data.image_size, steps=args.steps, repeats=args.repeats)
-    print(json.dumps(out))
+        return step
+
+    steps = {}
+    for name, (mdl, ds, loss) in variants.items():
+        mdl.compile(optimizer=train.make_optimizer(r.train, 10**6), loss=loss)
+        mdl.fit(ds, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)  # builds, traces the train function
+        steps[name] = step_fn(mdl, iter(ds))
+        for _ in range(args.warmup):
+            steps[name]()
+
+    times = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            for _ in range(args.steps):
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+
+    base = statistics.median(times["baseline"])
+    print(f"# {args.recipe}: batch {batch}, {r.data.image_size} px, N {n}, k {args.k} ({2 * len(clusters)} teachers), "
+          f"{args.rounds} rounds x {args.steps} steps per variant, median per step")
+    for name, t in times.items():
+        med = statistics.median(t)
+        q1, _, q3 = statistics.quantiles(t, n=4)
+        iqr = f"IQR {q1 * 1000:.2f}-{q3 * 1000:.2f}"
+        print(f"{name:13s} {med * 1000:8.2f} ms/step  ({iqr})  x{med / base:.2f} baseline")
 
 
 if __name__ == "__main__":

@@ -18,16 +18,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cpsd_tf import cam, evaluate, recipe as recipe_mod  # noqa: E402
+from cpsd_tf import cam, rundir, recipe as recipe_mod  # noqa: E402
 from cpsd_tf.data import scenes  # noqa: E402
 
 
 def trained_models(run_dir):
     run_dir = Path(run_dir)
-    order = ["baseline", "student", "baseline_equal_compute"]
-    found = [run_dir / name for name in order if (run_dir / name / "model.keras").is_file()]
-    found += sorted(p.parent for p in (run_dir / "ablations").glob("*/model.keras"))
-    found += sorted(p.parent for p in (run_dir / "teachers").glob("*/model.keras"))
+    order = [rundir.BASELINE_DIR, rundir.STUDENT_DIR, rundir.EQUAL_COMPUTE_DIR]
+    found = [run_dir / name for name in order if (run_dir / name / rundir.MODEL_FILE).is_file()]
+    found += sorted(p.parent for p in (run_dir / rundir.ABLATIONS_DIR).glob(f"*/{rundir.MODEL_FILE}"))
+    found += sorted(p.parent for p in (run_dir / rundir.TEACHERS_DIR).glob(f"*/{rundir.MODEL_FILE}"))
     return found
 
 
@@ -40,15 +40,15 @@ def main():
     parser.add_argument("--json", dest="json_out", help="Write the hit rates here.")
     args = parser.parse_args()
 
-    r = recipe_mod.load(Path(args.run_dir) / "recipe.yaml")
+    r = recipe_mod.load(Path(args.run_dir) / rundir.RECIPE_FILE)
     config = r.data.scenes.model_copy(update={"image_size": r.data.image_size})
     objects, _ = scenes.sample_objects(config, args.split, seed=args.seed, n=args.images)
     pixels, boxes = scenes.render_with_boxes(config, objects, split=args.split, seed=args.seed)
     images = pixels.astype("float32") / 255.0
     report = {}
     for path in trained_models(args.run_dir):
-        model = evaluate.load_model(path)
-        classes = evaluate.model_classes(path, int(model.output_shape[-1]))
+        model = rundir.load_model(path)
+        classes = rundir.model_classes(path, int(model.output_shape[-1]))
         margin = cam.feature_stride(model) // 2
         hits = total = 0
         for image, objs, bxs in zip(images, objects, boxes):

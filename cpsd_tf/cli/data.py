@@ -3,7 +3,9 @@
 import click
 
 _skip_invalid = click.option(
-    "--skip-invalid", is_flag=True, help="Skip missing or undecodable images (and report how many) instead of failing."
+    "--skip-invalid", is_flag=True,
+    help="Skip images that are missing, not JPEG/PNG, or that TensorFlow's decoder (the one training uses) cannot "
+    "decode, e.g. truncated ones, and report how many. Without it, any such image is an error.",
 )
 
 
@@ -96,7 +98,11 @@ def nuswide(root, out, skip_invalid, holdout, holdout_split, seed):
 @_skip_invalid
 @_holdout_options
 def csv(labels, images, split, out, classes_file, skip_invalid, holdout, holdout_split, seed):
-    """A CSV/JSONL list of images and labels -> TFRecord shards."""
+    """A CSV/JSONL list of images and labels -> TFRecord shards.
+
+    An image listed more than once with the same labels is kept once (the duplicates are merged
+    silently); listed with different label sets, it is an error naming the image and both sets.
+    """
     from cpsd_tf.data import label_list
 
     summaries = label_list.convert_label_list(

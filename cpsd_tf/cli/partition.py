@@ -18,7 +18,8 @@ STRATEGY_NAMES = ["spectral", "random"]
 @click.option("--balanced/--no-balanced", default=None, help="Keep cluster sizes within [m/2k, 1.5m/k].  [default: no, as the paper]")
 @click.option("--out", type=click.Path(dir_okay=False), help="With --stats: output partition.json.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="With --stats: also write a PNG of the affinities ordered by cluster.")
-def partition(recipe, run_dir, overrides, stats_path, k, tau, strategy, seed, balanced, out, plot):
+@click.option("--force", is_flag=True, help="With --recipe: redo a partition made from other recipe values.")
+def partition(recipe, run_dir, overrides, stats_path, k, tau, strategy, seed, balanced, out, plot, force):
     """Partition the labels twice: co-occurrence (CGP) and dis-occurrence (DGP) clusters.
 
     \b
@@ -29,12 +30,12 @@ def partition(recipe, run_dir, overrides, stats_path, k, tau, strategy, seed, ba
         raise click.UsageError("give exactly one of --recipe or --stats")
     options = {"k": k, "tau": tau, "strategy": strategy, "seed": seed, "balanced": balanced}
     if recipe is not None:
-        _with_recipe(recipe, run_dir, overrides, options, out, plot)
+        _with_recipe(recipe, run_dir, overrides, options, out, plot, force)
     else:
         _with_stats(stats_path, options, out, plot, run_dir, overrides)
 
 
-def _with_recipe(recipe_path, run_dir, overrides, options, out, plot):
+def _with_recipe(recipe_path, run_dir, overrides, options, out, plot, force):
     if out or plot:
         raise click.UsageError("--out and --plot go with --stats; with --recipe the partition is written to the run directory")
     from cpsd_tf import partition as partition_mod
@@ -45,9 +46,9 @@ def _with_recipe(recipe_path, run_dir, overrides, options, out, plot):
     shorthands = [f"partition.{key}={str(value).lower() if isinstance(value, bool) else value}"
                   for key, value in options.items() if value is not None]
     recipe = recipe_mod.load(recipe_path, overrides=[*overrides, *shorthands])
-    run_dir = recipe_mod.resolve_run_dir(recipe, run_dir)
-    runs.prepare_run_dir(recipe, run_dir)
-    partition_mod.run(recipe, run_dir)
+    run_dir = runs.open_run(recipe, recipe_mod.resolve_run_dir(recipe, run_dir))
+    partition_mod.run(recipe, run_dir, force=force)
+    runs.record_recipe(recipe, run_dir)
 
 
 def _with_stats(stats_path, options, out, plot, run_dir, overrides):

@@ -63,6 +63,8 @@ def scenes(out, seed, **knobs):
     30 classes (digit x colour, e.g. "red-3") in 6 scenes of 5; splits train, val, test (objects drawn
     from one scene with probability --p-ctx) and test_ood (objects drawn independently of scenes);
     test handwriting is never seen in training. Writes TFRecord shards, dataset.json and stats.json.
+    With --single N, also the pretraining splits single (N images) and single_val (--single-val):
+    one glyph per image, no scene, no occluder, never a train image (see `cpsd-tf pretrain`).
     """
     from cpsd_tf.data import scenes as scenes_mod
 

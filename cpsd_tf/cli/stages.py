@@ -3,17 +3,36 @@
 import click
 
 
-def _open_run(recipe, run_dir, overrides):
-    """Load the recipe with overrides, create the run directory and write the resolved recipe there."""
+def _load(recipe, overrides):
     from cpsd_tf import recipe as recipe_mod
-    from cpsd_tf import runs
     from cpsd_tf.quiet import import_tensorflow
 
     r = recipe_mod.load(recipe, overrides)
     import_tensorflow()
-    directory = recipe_mod.resolve_run_dir(r, run_dir)
-    runs.prepare_run_dir(r, directory)
-    return r, directory
+    return r
+
+
+def _writing(recipe, run_dir, overrides):
+    """A writing command: load the recipe and claim the run directory (a new run gets its recipe.yaml)."""
+    from cpsd_tf import recipe as recipe_mod
+    from cpsd_tf import runs
+
+    r = _load(recipe, overrides)
+    return r, runs.open_run(r, recipe_mod.resolve_run_dir(r, run_dir))
+
+
+def _done(r, directory):
+    from cpsd_tf import runs
+
+    runs.record_recipe(r, directory)
+
+
+def _reading(recipe, run_dir, overrides):
+    """A reading command (evaluate, export): never writes recipe.yaml."""
+    from cpsd_tf import recipe as recipe_mod
+
+    r = _load(recipe, overrides)
+    return r, recipe_mod.resolve_run_dir(r, run_dir)
 
 
 def recipe_options(f):
@@ -27,42 +46,85 @@ def recipe_options(f):
     return f
 
 
+def force_option(f):
+    return click.option(
+        "--force", is_flag=True,
+        help="Redo this stage's finished work even if it was made from other recipe values (replaces it).",
+    )(f)
+
+
+@click.command("build")
+@recipe_options
+@force_option
+def data_build(recipe, run_dir, overrides, force):
+    """Build the recipe's data set with its generator (data.generator) into data.dir."""
+    from cpsd_tf.data import prepare
+
+    del run_dir  # the data set lives in data.dir, shared by runs
+    path = prepare.run(_load(recipe, overrides), force=force)
+    click.echo(f"[data] {path} ready")
+
+
+@click.command("pretrain")
+@recipe_options
+@force_option
+def pretrain(recipe, run_dir, overrides, force):
+    """Pretrain the backbone on the single-object split (pretrain.*) -> <run_dir>/pretrain/."""
+    from cpsd_tf import pretrain as stage
+
+    r, directory = _writing(recipe, run_dir, overrides)
+    stage.run(r, directory, force=force)
+    _done(r, directory)
+
+
 @click.command("baseline")
 @recipe_options
-def baseline(recipe, run_dir, overrides):
+@force_option
+def baseline(recipe, run_dir, overrides, force):
     """Train the full-label baseline model."""
     from cpsd_tf import baseline as stage
 
-    stage.run(*_open_run(recipe, run_dir, overrides))
+    r, directory = _writing(recipe, run_dir, overrides)
+    stage.run(r, directory, force=force)
+    _done(r, directory)
 
 
 @click.command("teachers")
 @recipe_options
+@force_option
 @click.option("--only", help="Comma-separated teachers to train, e.g. cgp-1,dgp-0.")
 @click.option("--shard", help="Train the i-th of n equal shares of the teachers, e.g. 0/2.")
-def teachers(recipe, run_dir, overrides, only, shard):
-    """Train the 2k teachers of partition.json."""
+def teachers(recipe, run_dir, overrides, force, only, shard):
+    """Train the 2k teachers of partition.json (a teacher another process is training is skipped)."""
     from cpsd_tf import teachers as stage
 
-    stage.run(*_open_run(recipe, run_dir, overrides), only=only, shard=shard)
+    r, directory = _writing(recipe, run_dir, overrides)
+    stage.run(r, directory, only=only, shard=shard, force=force)
+    _done(r, directory)
 
 
 @click.command("logits")
 @recipe_options
-def logits(recipe, run_dir, overrides):
-    """Export the teachers' merged logits on the train split."""
+@force_option
+def logits(recipe, run_dir, overrides, force):
+    """Export the teachers' merged logits on the train split (for distill.teacher_logits: cached_clean)."""
     from cpsd_tf import logits as stage
 
-    stage.run(*_open_run(recipe, run_dir, overrides))
+    r, directory = _writing(recipe, run_dir, overrides)
+    stage.run(r, directory, force=force)
+    _done(r, directory)
 
 
 @click.command("distill")
 @recipe_options
-def distill(recipe, run_dir, overrides):
-    """Train the student from the cached teacher logits."""
+@force_option
+def distill(recipe, run_dir, overrides, force):
+    """Train the student (and the recipe's ablation students) from the trained teachers."""
     from cpsd_tf import distill as stage
 
-    stage.run(*_open_run(recipe, run_dir, overrides))
+    r, directory = _writing(recipe, run_dir, overrides)
+    stage.run(r, directory, force=force)
+    _done(r, directory)
 
 
 @click.command("evaluate")
@@ -70,10 +132,10 @@ def distill(recipe, run_dir, overrides):
 @click.option("--model", type=click.Path(), help="Model to evaluate (default: every trained model of the run).")
 @click.option("--split", help="Split to evaluate (default: the recipe's eval_splits).")
 def evaluate(recipe, run_dir, overrides, model, split):
-    """Evaluate trained models on the evaluation splits."""
+    """Evaluate trained models on the evaluation splits (writes results.json/.md, never recipe.yaml)."""
     from cpsd_tf import evaluate as stage
 
-    stage.run(*_open_run(recipe, run_dir, overrides), model=model, split=split)
+    stage.run(*_reading(recipe, run_dir, overrides), model=model, split=split)
 
 
 @click.command("export")
@@ -84,19 +146,23 @@ def export(recipe, run_dir, overrides, model, out):
     """Export a SavedModel for TF Serving (DIR/<next version>/) and verify it in a fresh process."""
     from cpsd_tf import export as stage
 
-    stage.run(*_open_run(recipe, run_dir, overrides), model=model, out=out)
+    stage.run(*_reading(recipe, run_dir, overrides), model=model, out=out)
 
 
 @click.command("run")
 @recipe_options
 def run(recipe, run_dir, overrides):
-    """Run every missing stage of a recipe in order."""
+    """Run every stage of a recipe in order; finished work made from the same values is kept.
+
+    \b
+    Interrupted? Run the same command again: finished models are skipped and a model cut off mid-training
+    resumes from its last epoch. A recipe that disagrees with finished work is refused (use a new
+    --run-dir, or redo a stage with its own verb and --force).
+    """
     from cpsd_tf import recipe as recipe_mod
     from cpsd_tf import runs
-    from cpsd_tf.quiet import import_tensorflow
 
-    r = recipe_mod.load(recipe, overrides)
-    import_tensorflow()
+    r = _load(recipe, overrides)
     runs.run(r, recipe_mod.resolve_run_dir(r, run_dir))
 
 
@@ -130,4 +196,5 @@ def predict(model, images, threshold, top, as_json):
     stage.run(model, list(images), threshold=threshold, top=top, as_json=as_json)
 
 
-COMMANDS = [baseline, teachers, logits, distill, evaluate, export, run, cam, predict]
+COMMANDS = [pretrain, baseline, teachers, logits, distill, evaluate, export, run, cam, predict]
+DATA_COMMANDS = [data_build]

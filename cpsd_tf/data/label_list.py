@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import posixpath
 from pathlib import Path
 
 from cpsd_tf.data import sources
@@ -69,12 +70,19 @@ def _resolve_label(label, classes, index_of, path, lineno, classes_file):
     return index_of[name]
 
 
+def _names(indices, classes) -> str:
+    """A label set for messages: `[cat; dog]`, `[]` when empty."""
+    return "[" + "; ".join(classes[i] for i in indices) + "]"
+
+
 def parse_label_list(labels_file, images_dir, classes_file=None):
     """Parse a CSV (`path,labels`, labels ';'-separated) or JSONL list into (classes, items).
 
     Labels are class names. With `classes_file` the class order is fixed and a name not in it is an
     error; without it, classes are the sorted set of names found. In JSONL, a label may also be an int:
     an index into `classes_file`. The file type comes from the extension (`.jsonl` or else CSV).
+    An image listed twice (same path after normalisation, e.g. `a.jpg` and `./a.jpg`) with the same label
+    set is kept once, at its first line; with different label sets it is a `UserError` naming both.
 
     Args:
         labels_file: str or Path, the CSV or JSONL file.
@@ -92,11 +100,23 @@ def parse_label_list(labels_file, images_dir, classes_file=None):
         classes = sorted({label.strip() for _, _, labels in rows for label in labels if isinstance(label, str)})
     index_of = {name: i for i, name in enumerate(classes)}
     items = []
+    first_of = {}  # normalised image path -> (line number, sorted class indices) of its first listing
     for lineno, image, labels in rows:
         if not image:
             raise UserError(f"{path}: line {lineno}: empty image path")
-        indices = [_resolve_label(x, classes, index_of, path, lineno, classes_file) for x in labels]
-        items.append(sources.Item(Path(images_dir) / image, image, sorted(set(indices)), f"{path}: line {lineno}"))
+        indices = sorted({_resolve_label(x, classes, index_of, path, lineno, classes_file) for x in labels})
+        # "a.jpg" and "./a.jpg" are one image: a second record of it would weigh it twice in training.
+        key = posixpath.normpath(image.replace("\\", "/"))
+        if key in first_of:
+            first_line, first_indices = first_of[key]
+            if first_indices != indices:
+                raise UserError(
+                    f"{path}: line {lineno}: image '{image}' has labels {_names(indices, classes)}, but line "
+                    f"{first_line} gives it {_names(first_indices, classes)}: list each image once"
+                )
+            continue  # an identical duplicate (e.g. concatenated lists): merged into the first
+        first_of[key] = (lineno, indices)
+        items.append(sources.Item(Path(images_dir) / image, image, indices, f"{path}: line {lineno}"))
     if not classes:
         raise UserError(f"{path}: no labels at all (give --classes to fix the class list)")
     return classes, items

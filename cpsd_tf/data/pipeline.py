@@ -1,36 +1,45 @@
-"""The tf.data input pipeline: TFRecord shards -> batches of (images, multi-hot targets[, index]).
+"""The tf.data input pipeline: TFRecord shards -> batches of (images, multi-hot targets[, index, pass]).
 
 Steps: read shards -> parse -> multi-hot targets (optionally a sub-task view) -> [filter] -> [cache] ->
-[shuffle] -> [repeat] -> decode -> [random resized crop] -> resize -> [augment] -> normalise -> batch ->
+[shuffle] -> [repeat] -> [pass number] -> decode -> [random resized crop] -> resize -> [augment] -> batch ->
 prefetch, with `AUTOTUNE` parallelism.
 
 Element structure (`build`):
-    with_index=False (default): `(images, targets)`, ready for `model.fit` / `model.evaluate`.
-    with_index=True: `({"image": images, "index": index}, targets)`; `for_fit(ds)` drops `index`.
-    images   float32 [B, S, S, 3], normalised as below;
+    default: `(images, targets)`, ready for `model.fit` / `model.evaluate`.
+    with_index and/or with_pass: `({"image": images, "index": index, "pass": pass}, targets)` (only the
+    asked-for keys); `for_fit(ds)` keeps only the images.
+    images   float32 [B, S, S, 3], RGB in [0, 1] (models carry their own input preprocessing);
     targets  float32 [B, m] multi-hot (m = number of classes, or |subset| for a sub-task view);
     index    int64 [B], the record's `index` (row of `logits/*.npy`), e.g. for
-             `ds.map(lambda f, y: (f["image"], (y, tf.gather(table, f["index"]))))`.
+             `ds.map(lambda f, y: (f["image"], (y, tf.gather(table, f["index"]))))`;
+    pass     int64 [B], the data pass (epoch of the data, 0, 1, 2, ...) the element belongs to in the
+             repeated training stream: element p of the stream is in pass p // N (N = images per pass,
+             `num_examples`); 0 for a dataset that is not repeated. Row of a `view_targets` table.
+             (With `deterministic=False` elements of neighbouring passes may mix in the batches around a
+             pass boundary; each element's pass is still its own.)
     A 3-tuple `(x, y, index)` is deliberately not offered: `model.fit` would read `index` as sample weights.
 
 Canonical preprocessing (`preprocess_eval`, reused by the export stage inside the SavedModel):
     `tf.io.decode_image(channels=3, expand_animations=False)` (JPEG or PNG, gray -> RGB, alpha dropped)
     -> `tf.image.resize` to S x S, bilinear, no antialias (aspect ratio not kept, like ASL's `Resize`)
-    -> rounded to uint8 (so caching decoded images is exact) -> float32 / 255 -> `normalize`:
-        "unit":     [0, 1] (default);
-        "imagenet": (x - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225);
-        "raw":      [0, 255] float32 (for models that carry their own preprocessing layer).
-Training adds, per image and before normalisation, the augmentations of an `AugmentConfig`
-(see `augment.py`) on float32 [0, 1] images.
+    -> rounded to uint8 (so caching decoded images is exact) -> float32 / 255: RGB in [0, 1].
+Training adds, per image, the augmentations of an `AugmentConfig` (see `augment.py`) on float32 [0, 1]
+images.
 
 Order and randomness:
     Evaluation (`training=False`) reads shards in order, so batches come in `index` order.
-    Training shuffles shard order and records (buffer `shuffle_buffer`) with `seed`, and draws per-image
-    augmentation seeds from `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`: each new
-    iteration (epoch) of the same dataset gets a new order and new augmentations, and two datasets
-    built with the same arguments give the same sequence. `deterministic=True` also keeps parallel steps
-    in order so two runs give identical batches; `deterministic=False` (the training default) lets
-    them finish out of order, which is faster but makes the exact order run-dependent.
+    Training shuffles shard order and records (buffer `shuffle_buffer`) with `seed`; each pass over the
+    data (each iteration of the dataset, or each round of `repeat`) gets a new order.
+    Views are reproducible per record: with `repeat=True` the augmentation seed of record i in data pass
+    e is `view_seed(seed, e, i)`, a pure function, so the augmented image ("view") of (e, i) does not
+    depend on the shuffle order, the buffer, `cache`, `deterministic` or the batch size, and
+    `build_views(..., pass_=e)` gives the very same views in `index` order (e.g. to run teachers on them
+    once: `cpsd_tf.view_targets`). Without `repeat`, a training dataset draws its seeds from
+    `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)` as before: each new iteration gets new
+    augmentations, not reproducible per record.
+    `deterministic=True` also keeps parallel steps in order so two runs give identical batches;
+    `deterministic=False` (the training default) lets them finish out of order, which is faster but makes
+    the exact order run-dependent (not the views).
 
 Example:
     ds = build("data/scenes", "train", image_size=64, batch_size=32, training=True,
@@ -49,10 +58,7 @@ from cpsd_tf.data.augment_config import AugmentConfig
 from cpsd_tf.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
-NORMALIZATIONS = ("unit", "imagenet", "raw")
 IMAGE_SELECTIONS = ("all", "positive")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ANTIALIAS = False  # part of the canonical preprocessing; True costs ~2x in decode+resize on CPU
 
 
@@ -81,41 +87,21 @@ def to_unit(image):
     return tf.cast(image, tf.float32) / 255.0
 
 
-def _check_normalize(normalize):
-    if normalize not in NORMALIZATIONS:
-        raise UserError(f"Invalid value for `normalize`. Expected one of {list(NORMALIZATIONS)}. Received: {normalize!r}")
-
-
-def normalize_image(image, normalize="unit"):
-    """Map float32 images in [0, 1] (any leading shape, 3 channels last) to the model's input range."""
-    _check_normalize(normalize)
-    image = tf.convert_to_tensor(image, tf.float32)
-    if normalize == "imagenet":
-        mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
-        if image.shape.rank in (3, 4):  # a 1x1 depthwise conv: ~5x faster than broadcasting a [3] vector
-            return aug.channel_affine(image, 1.0 / std, -mean / std)
-        return (image - mean) / std
-    if normalize == "raw":
-        return image * 255.0
-    return image
-
-
-def preprocess_eval(encoded, image_size, normalize="unit"):
-    """Encoded JPEG/PNG bytes (scalar string) -> float32 [S, S, 3], exactly as evaluation feeds the model.
+def preprocess_eval(encoded, image_size):
+    """Encoded JPEG/PNG bytes (scalar string) -> float32 [S, S, 3] in [0, 1], exactly as evaluation feeds the model.
 
     Args:
         encoded: scalar `tf.string` tensor, the image file bytes.
         image_size: int, output side S.
-        normalize: str, one of "unit", "imagenet", "raw". Defaults to "unit".
 
     Example (a batch of bytes, e.g. in a SavedModel signature):
         tf.map_fn(lambda b: preprocess_eval(b, 224), bytes_batch, fn_output_signature=tf.float32)
     """
-    return normalize_image(to_unit(decode_resize(encoded, image_size)), normalize)
+    return to_unit(decode_resize(encoded, image_size))
 
 
-def preprocess_train(encoded, seed, image_size, augment: Optional[AugmentConfig], normalize="unit"):
-    """Encoded bytes -> augmented float32 [S, S, 3]; `seed` int [2] (stateless: same seed, same image)."""
+def preprocess_train(encoded, seed, image_size, augment: Optional[AugmentConfig]):
+    """Encoded bytes -> augmented float32 [S, S, 3] in [0, 1]; `seed` int [2] (stateless: same seed, same image)."""
     s_crop, s_aug = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
     image = decode(encoded)
     if augment is not None and augment.crop is not None:
@@ -124,7 +110,42 @@ def preprocess_train(encoded, seed, image_size, augment: Optional[AugmentConfig]
     image = to_unit(resize(image, image_size))
     if augment is not None and not augment.is_identity:
         image = aug.augment_image(image, s_aug, augment)
-    return normalize_image(image, normalize)
+    return image
+
+
+def augment_decoded(image, seed, augment: Optional[AugmentConfig]):
+    """uint8 [S, S, 3] (already `decode_resize`d) -> augmented float32 [S, S, 3] in [0, 1].
+
+    Equal to `preprocess_train(encoded, seed, S, augment)` when `augment.crop` is None (the crop happens
+    before resizing, so it needs the encoded image).
+    """
+    image = to_unit(image)
+    if augment is not None and not augment.is_identity:
+        image = aug.augment_image(image, tf.random.experimental.stateless_split(seed, num=2)[1], augment)
+    return image
+
+
+def _seed_key(seed) -> int:
+    """A 62-bit key of the stream `seed` (a view seed's first word is key + pass: no overflow, no overlap)."""
+    return int(np.random.SeedSequence([int(seed), 0x5EED]).generate_state(1, np.uint64)[0] >> np.uint64(2))
+
+
+def view_seed(seed, pass_, index):
+    """The augmentation seed (int64 [2]) of record `index` in data pass `pass_` of a repeated training stream.
+
+    `[key(seed) + pass_, index]`: a pure function of (seed, pass, index), so the view of a record in a pass
+    can be recomputed anywhere (`build_views`). TensorFlow's stateless ops scramble their [2] seed through
+    Philox, so neighbouring seeds give independent streams; a plain `stack` keeps the per-element cost of
+    the training stream what it was (two `stateless_fold_in` calls cost ~35 us CPU per image).
+    Works eagerly, in `tf.function` and in `Dataset.map`.
+
+    Args:
+        seed: int, the `seed` given to `build`.
+        pass_: int64 scalar (tensor or int), the data pass e >= 0.
+        index: int64 scalar (tensor or int), the record's `index`.
+    """
+    key = tf.constant(_seed_key(seed), tf.int64)
+    return tf.stack([key + tf.cast(pass_, tf.int64), tf.cast(index, tf.int64)])
 
 
 def multi_hot(labels, num_classes, subset=None):
@@ -182,7 +203,6 @@ def build(
     augment: Optional[AugmentConfig] = None,
     subset: Optional[Sequence[int]] = None,
     images: str = "all",
-    normalize: str = "unit",
     shuffle_buffer: int = 1024,
     seed: int = 0,
     deterministic: Optional[bool] = None,
@@ -190,6 +210,7 @@ def build(
     repeat: bool = False,
     cache: bool = False,
     with_index: bool = False,
+    with_pass: bool = False,
 ) -> tf.data.Dataset:
     """Build the batched dataset of a split (structure and preprocessing in the module docstring).
 
@@ -204,7 +225,6 @@ def build(
             0..len-1). Defaults to None (all classes).
         images: str, "all" or "positive" (only images with >= 1 positive among the kept classes).
             Defaults to "all".
-        normalize: str, "unit", "imagenet" or "raw". Defaults to "unit".
         shuffle_buffer: int, records in the shuffle buffer (training; <= 1 = no shuffle). It holds
             encoded records, or with `cache` decoded images (S*S*3 bytes each); with `cache` shards are
             read in order, so make it cover the split. Defaults to 1024.
@@ -216,6 +236,9 @@ def build(
             after the first epoch; for small datasets. Defaults to False.
         with_index: bool, yield `({"image", "index"}, targets)` instead of `(images, targets)`.
             Defaults to False.
+        with_pass: bool, also yield the data pass of each element under `"pass"` (int64 [B]), e.g.
+            `({"image", "index", "pass"}, targets)` with `with_index`. Needs `repeat=True` when
+            training (a non-repeated training stream has no reproducible views). Defaults to False.
 
     Returns:
         A `tf.data.Dataset`.
@@ -225,7 +248,9 @@ def build(
     if augment is not None and not isinstance(augment, AugmentConfig):
         raise TypeError(f"`augment` must be an AugmentConfig or None, received {type(augment).__name__}")
     _check_images(images)
-    _check_normalize(normalize)
+    if with_pass and training and not repeat:
+        raise ValueError("with_pass=True needs repeat=True for a training dataset (views are reproducible per "
+                         "(pass, index) only in the repeated stream)")
     paths = records.shard_paths(data_dir, split)
     info = records.load_info(data_dir)
     subset = _check_subset(subset, info.num_classes, data_dir)
@@ -272,41 +297,124 @@ def build(
     if repeat:
         ds = ds.repeat()
 
-    # --- decode, augment, normalise: the expensive per-image work, in parallel
-    if augment is None:
-
-        def prepare(image, y, index):
-            image = to_unit(image) if decode_early else to_unit(decode_resize(image, image_size))
-            return normalize_image(image, normalize), y, index
-
-    else:
+    # --- the data pass of each element: element p of the repeated stream is in pass p // N
+    counted = repeat and training and (augment is not None or with_pass)
+    if counted:
+        per_pass = max(num_examples(data_dir, split, subset=subset, images=images), 1)
+        ds = ds.enumerate()  # (p, (encoded or image, y, index))
+    random_seeds = augment is not None and not counted
+    if random_seeds:
         # one stateless seed [2] per element; a new sequence on each new iteration (epoch)
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds)
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2))
 
-        def prepare(element, s):
+    # --- decode, augment: the expensive per-image work, in parallel
+    def prepare(*element):
+        if counted:
+            p, (image, y, index) = element
+            pass_ = p // per_pass
+        elif random_seeds:
+            (image, y, index), s = element
+            pass_ = tf.constant(0, tf.int64)
+        else:
             image, y, index = element
+            pass_ = tf.constant(0, tf.int64)
+        if augment is None:
+            out = to_unit(image) if decode_early else to_unit(decode_resize(image, image_size))
+        else:
+            if counted:
+                s = view_seed(seed, pass_, index)  # a pure function of (seed, pass, index)
             if decode_early:
-                s_aug = tf.random.experimental.stateless_split(s, num=2)[1]
-                out = normalize_image(aug.augment_image(to_unit(image), s_aug, augment), normalize)
+                out = augment_decoded(image, s, augment)
             else:
-                out = preprocess_train(image, s, image_size, augment, normalize)
-            return out, y, index
+                out = preprocess_train(image, s, image_size, augment)
+        return out, y, index, pass_
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    if with_index:
-        ds = ds.map(lambda x, y, index: ({"image": x, "index": index}, y))
+    if with_index or with_pass:
+
+        def features(x, y, index, pass_):
+            out = {"image": x}
+            if with_index:
+                out["index"] = index
+            if with_pass:
+                out["pass"] = pass_
+            return out, y
+
+        ds = ds.map(features)
     else:
-        ds = ds.map(lambda x, y, index: (x, y))
+        ds = ds.map(lambda x, y, index, pass_: (x, y))
     ds = ds.prefetch(AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = deterministic
     return ds.with_options(options)
 
 
+def build_views(
+    data_dir,
+    split,
+    pass_: int,
+    *,
+    image_size: int,
+    augment: Optional[AugmentConfig],
+    seed: int = 0,
+    batch_size: int = 64,
+    subset: Optional[Sequence[int]] = None,
+    images: str = "all",
+) -> tf.data.Dataset:
+    """Batches `(images, index)` of every record of a split, in `index` order, as data pass `pass_` shows them.
+
+    The images are exactly the augmented views the repeated training stream
+    `build(data_dir, split, training=True, repeat=True, augment=augment, seed=seed, image_size=..., subset=...,
+    images=...)` yields for these records in pass `pass_` (any `shuffle_buffer`, `cache`, `deterministic`
+    or batch size): e.g. to run teachers once on every view (`cpsd_tf.view_targets`).
+
+    Args:
+        data_dir: str or Path, data folder with `dataset.json` and shards.
+        split: str, split name.
+        pass_: int >= 0, the data pass e.
+        image_size: int, side S of the square images.
+        augment: `AugmentConfig` or None (None or an identity config: the evaluation view).
+        seed: int, the training stream's `seed`. Defaults to 0.
+        batch_size: int, images per batch (the last batch may be partial). Defaults to 64.
+        subset, images: as in `build`: with `images="positive"` only the records the stream yields.
+            Defaults to None and "all".
+
+    Returns:
+        A `tf.data.Dataset` of `(float32 [B, S, S, 3], int64 [B])`.
+    """
+    if int(pass_) < 0:
+        raise ValueError(f"pass_ must be >= 0, received {pass_}")
+    if int(image_size) < 1 or int(batch_size) < 1:
+        raise ValueError(f"image_size and batch_size must be >= 1, received {image_size} and {batch_size}")
+    if augment is not None and not isinstance(augment, AugmentConfig):
+        raise TypeError(f"`augment` must be an AugmentConfig or None, received {type(augment).__name__}")
+    _check_images(images)
+    paths = records.shard_paths(data_dir, split)
+    info = records.load_info(data_dir)
+    subset = _check_subset(subset, info.num_classes, data_dir)
+    image_size, pass_, m = int(image_size), int(pass_), info.num_classes
+    if augment is not None and augment.is_identity:
+        augment = None
+
+    def parse(serialized):
+        ex = records.parse_example(serialized)
+        return ex["image"], multi_hot(ex["labels"], m, subset), ex["index"]
+
+    def view(encoded, y, index):
+        if augment is None:
+            return preprocess_eval(encoded, image_size), index
+        return preprocess_train(encoded, view_seed(seed, pass_, index), image_size, augment), index
+
+    ds = tf.data.TFRecordDataset(paths).map(parse, num_parallel_calls=AUTOTUNE)
+    if images == "positive":
+        ds = ds.filter(lambda encoded, y, index: tf.reduce_any(y > 0))
+    ds = ds.map(view, num_parallel_calls=AUTOTUNE).batch(batch_size)
+    return ds.prefetch(AUTOTUNE)
+
+
 def for_fit(ds):
-    """`({"image", "index"}, targets)` batches -> `(images, targets)` for `model.fit`."""
+    """`({"image", "index"[, "pass"]}, targets)` batches -> `(images, targets)` for `model.fit`."""
     return ds.map(lambda features, y: (features["image"], y))
 
 

@@ -18,11 +18,15 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cpsd_tf import io
-from cpsd_tf.errors import UserError
+from cpsd_tf.errors import UserError, tf_message
 from cpsd_tf.progress import progress_bar
 
 DATASET_JSON = "dataset.json"
 SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+# Every shard `shard_paths` handed out in this process, in order (a dict as an ordered set): TensorFlow's
+# DataLossError says neither the file nor the record, so `locate_corruption` re-reads these to find them.
+_OPENED_SHARDS: dict = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +120,49 @@ def shard_paths(data_dir, split) -> list:
     expected = int(paths[0].name.rsplit("-of-", 1)[1].split(".")[0])
     if len(paths) != expected:
         raise UserError(f"{data_dir}: split '{split}' should have {expected} shards, found {len(paths)}")
-    return [str(p) for p in paths]
+    paths = [str(p) for p in paths]
+    _OPENED_SHARDS.update(dict.fromkeys(paths))
+    return paths
+
+
+def opened_shards() -> list:
+    """The shard files `shard_paths` returned in this process so far, in order of first use."""
+    return list(_OPENED_SHARDS)
+
+
+def locate_corruption(paths=None):
+    """Find the first shard record that cannot be read; return (shard, record number, detail) or None.
+
+    Each shard is read on its own, record by record (CRCs checked), until TensorFlow raises a
+    `DataLossError` (truncated file, flipped bits). A shard that is now missing is skipped: this is
+    called after a failure, to name its cause, and must not fail itself.
+
+    Args:
+        paths: list of str/Path or None, the shards to check. Defaults to None: every shard
+            `shard_paths` returned in this process (`opened_shards()`).
+
+    Returns:
+        (shard path str, record number counting from 0 within the shard, TensorFlow's message), or None
+        when every shard reads to its end.
+
+    Example:
+        locate_corruption(["data/train-00000-of-00001.tfrecord"])
+        # ("data/train-00000-of-00001.tfrecord", 9, "truncated record at 1746' failed with ...")
+    """
+    tf = _tf()
+    for shard in opened_shards() if paths is None else [str(p) for p in paths]:
+        if not os.path.isfile(shard):
+            continue
+        count = 0
+        try:
+            for _ in tf.data.TFRecordDataset(shard, buffer_size=1 << 20):
+                count += 1
+        except tf.errors.DataLossError as e:
+            message = tf_message(e)
+            # TF says "truncated record at 5379' failed with Read less bytes than requested": keep the gist.
+            found = re.search(r"(truncated|corrupted) record at (\d+)", message)
+            return shard, count, f"{found[1]} record at byte {found[2]}" if found else message
+    return None
 
 
 def read_labels(data_dir, split):

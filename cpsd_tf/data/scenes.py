@@ -14,6 +14,13 @@ disjoint pool, so test handwriting is never seen in training (`glyph_pools`). Ge
 the same seed and config give byte-identical records. Labels and pixels use separate random streams, so
 `sample_objects` reproduces the labels of a split without rendering it.
 
+Pretraining splits (`ScenesConfig.single` > 0, issue "faithful CPSD"): `single` and the held-out
+`single_val` hold ONE glyph per image (label = its class, classes drawn uniformly) on the same textured
+backgrounds, with no scene and no occluder, rendered from the train glyph pool (so test handwriting stays
+unseen) with random streams of their own: they never repeat a train image, and writing them (or not)
+leaves the four scene splits byte-identical. They stand in for ImageNet: a backbone pretrained on them
+(`cpsd_tf.pretrain`) knows what a glyph looks like but has never seen a scene.
+
 This module does not import TensorFlow at top level (recipes import `ScenesConfig`).
 """
 
@@ -55,6 +62,13 @@ SPLITS = {
     "test": (2, "test", True),
     "test_ood": (3, "test", False),
 }
+# single-object split name -> (random-stream id, glyph pool); written only when `ScenesConfig.single` > 0.
+SINGLE_SPLITS = {
+    "single": (4, "train"),
+    "single_val": (5, "train"),
+}
+_STREAM_IDS = {**{s: v[0] for s, v in SPLITS.items()}, **{s: v[0] for s, v in SINGLE_SPLITS.items()}}
+_GLYPH_POOLS = {**{s: v[1] for s, v in SPLITS.items()}, **{s: v[1] for s, v in SINGLE_SPLITS.items()}}
 # The first 70% of load_digits' rows (in file order) form the train glyph pool, the rest the test pool.
 # The file is written writer after writer, so a contiguous cut also keeps most writers apart; every digit
 # keeps >= 52 test glyphs.
@@ -97,6 +111,13 @@ class ScenesConfig(BaseModel):
     occluders_max: int = Field(1, ge=0, le=20, description="Most grey occluding patches per image.")
     occluder_scale_min: float = Field(0.125, gt=0.0, le=1.0, description="Smallest occluder side, as a fraction of the canvas.")
     occluder_scale_max: float = Field(0.19, gt=0.0, le=1.0, description="Largest occluder side, as a fraction of the canvas.")
+    single: int = Field(
+        0, ge=0, le=1_000_000,
+        description="Single-object images for pretraining (split 'single': one glyph, no scene, no occluder); 0 = none.",
+    )
+    single_val: int = Field(
+        500, ge=1, le=1_000_000, description="Held-out single-object images (split 'single_val'), written when single > 0."
+    )
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -117,7 +138,14 @@ class ScenesConfig(BaseModel):
         return self
 
     def split_size(self, split: str) -> int:
-        return {"train": self.train, "val": self.val, "test": self.test, "test_ood": self.test}[split]
+        return {
+            "train": self.train, "val": self.val, "test": self.test, "test_ood": self.test,
+            "single": self.single, "single_val": self.single_val,
+        }[split]
+
+    def splits(self) -> list:
+        """The splits `generate` writes: the four scene splits, plus single and single_val when single > 0."""
+        return [*SPLITS, *(SINGLE_SPLITS if self.single > 0 else ())]
 
 
 # === Glyphs ===
@@ -168,7 +196,12 @@ def scene_class_indices() -> np.ndarray:
 
 
 def _rng(seed: int, split: str, stream: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), SPLITS[split][0], stream])
+    return np.random.default_rng([int(seed), _STREAM_IDS[split], stream])
+
+
+def _check_split(split: str):
+    if split not in _STREAM_IDS:
+        raise ValueError(f"unknown split '{split}'; splits are {list(_STREAM_IDS)}")
 
 
 def sample_objects(config: ScenesConfig, split: str, seed: int = 0, n: int | None = None):
@@ -176,25 +209,28 @@ def sample_objects(config: ScenesConfig, split: str, seed: int = 0, n: int | Non
 
     Args:
         config: ScenesConfig.
-        split: str, one of "train", "val", "test", "test_ood".
+        split: str, one of "train", "val", "test", "test_ood", "single", "single_val".
         seed: int, the data seed. Defaults to 0.
         n: int or None, number of images. Defaults to the split's size in `config`.
 
     Returns:
         (objects, scene): a list of int arrays (class index of each object, no repeats within an image)
         and an int array [n] with the scene an image was drawn from, -1 for an independent draw. The
-        first k images of a split are the same for any n >= k.
+        first k images of a split are the same for any n >= k. A single-object split has one object
+        per image, its class drawn uniformly from all classes, and scene -1.
 
     Example:
         >>> objects, scene = sample_objects(ScenesConfig(), "test_ood", n=3)
         >>> bool((scene == -1).all())
         True
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split '{split}'; splits are {list(SPLITS)}")
+    _check_split(split)
     n = config.split_size(split) if n is None else int(n)
     rng = _rng(seed, split, 0)
     m = len(CLASSES)
+    if split in SINGLE_SPLITS:
+        cls = np.minimum((rng.random(n) * m).astype(np.int64), m - 1)
+        return [cls[i : i + 1] for i in range(n)], np.full(n, -1, np.int64)
     scenes = scene_class_indices()
     # One row of uniforms per image, so an image's labels do not depend on how many images follow it.
     u = rng.random((n, 3 + SCENE_SIZE + m))
@@ -303,21 +339,54 @@ def _encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def render_split(config: ScenesConfig, split: str, seed: int = 0, objects=None):
-    """Yield (png_bytes, image_id, labels) for every image of a split, in order."""
-    if objects is None:
-        objects, _ = sample_objects(config, split, seed)
+def _render_chunks(config: ScenesConfig, split: str, seed: int, objects):
+    """Yield (start, pixels uint8 [c, S, S, 3], boxes) for consecutive chunks of a split's images."""
+    _check_split(split)
+    if split in SINGLE_SPLITS:  # one glyph, nothing hiding it
+        config = config.model_copy(update={"occluders_min": 0, "occluders_max": 0})
     rng = _rng(seed, split, 1)
-    pool_by_digit = _pool_by_digit(SPLITS[split][1])
+    pool_by_digit = _pool_by_digit(_GLYPH_POOLS[split])
     size = config.image_size
     for start in range(0, len(objects), _CHUNK):
         chunk = objects[start : start + _CHUNK]
         canvases = _backgrounds(rng, len(chunk), size)
-        for j, obj in enumerate(chunk):
-            _render_one(rng, canvases[j], obj, pool_by_digit, config)
-        pixels = (np.clip(canvases, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        for j, obj in enumerate(chunk):
+        boxes = [_render_one(rng, canvases[j], obj, pool_by_digit, config) for j, obj in enumerate(chunk)]
+        yield start, (np.clip(canvases, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), boxes
+
+
+def render_split(config: ScenesConfig, split: str, seed: int = 0, objects=None):
+    """Yield (png_bytes, image_id, labels) for every image of a split, in order."""
+    if objects is None:
+        objects, _ = sample_objects(config, split, seed)
+    for start, pixels, _ in _render_chunks(config, split, seed, objects):
+        for j in range(len(pixels)):
+            obj = objects[start + j]
             yield _encode_png(pixels[j]), f"scenes-{split}-{start + j:06d}", sorted(int(c) for c in obj)
+
+
+def split_pixels(config: ScenesConfig, split: str, seed: int = 0):
+    """The images of a whole split as `generate` writes them, with where each object is.
+
+    Args:
+        config: ScenesConfig.
+        split: str, a split name (see `sample_objects`).
+        seed: int, the data seed. Defaults to 0.
+
+    Returns:
+        (pixels uint8 [n, S, S, 3], objects, boxes): objects[i] the class indices of image i in drawing
+        order, boxes[i][j] = (top, left, side) of objects[i][j]. The PNG records of the split decode to
+        exactly these pixels.
+
+    Example:
+        pixels, objects, boxes = split_pixels(ScenesConfig(single=64, image_size=32), "single")
+    """
+    objects, _ = sample_objects(config, split, seed)
+    size = config.image_size
+    pixels, boxes = np.zeros((len(objects), size, size, 3), np.uint8), []
+    for start, chunk, chunk_boxes in _render_chunks(config, split, seed, objects):
+        pixels[start : start + len(chunk)] = chunk
+        boxes.extend(chunk_boxes)
+    return pixels, objects, boxes
 
 
 def render_with_boxes(config: ScenesConfig, objects, split: str = "test", seed: int = 0):
@@ -335,8 +404,9 @@ def render_with_boxes(config: ScenesConfig, objects, split: str = "test", seed: 
     Example:
         pixels, boxes = render_with_boxes(ScenesConfig(image_size=32), [[0, 17]])
     """
-    rng = np.random.default_rng([int(seed), SPLITS[split][0], 7])
-    pool_by_digit = _pool_by_digit(SPLITS[split][1])
+    _check_split(split)
+    rng = np.random.default_rng([int(seed), _STREAM_IDS[split], 7])
+    pool_by_digit = _pool_by_digit(_GLYPH_POOLS[split])
     canvases = _backgrounds(rng, len(objects), config.image_size)
     boxes = [_render_one(rng, canvases[j], obj, pool_by_digit, config) for j, obj in enumerate(objects)]
     return (np.clip(canvases, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), boxes
@@ -345,14 +415,20 @@ def render_with_boxes(config: ScenesConfig, objects, split: str = "test", seed: 
 # === Entry point ===
 
 
-def generate(out_dir, config: ScenesConfig, seed: int = 0) -> dict:
-    """Write the four splits (train, val, test, test_ood) as TFRecord shards plus `stats.json` of train.
+def generate(out_dir, config: ScenesConfig, seed: int = 0, splits=None) -> dict:
+    """Write the splits as TFRecord shards plus `stats.json` of train.
 
     Args:
         out_dir: str or Path, the data folder (created if missing; an existing scenes data set there is
             replaced split by split).
         config: ScenesConfig, the knobs.
         seed: int >= 0, the data seed (same seed and config, byte-identical records). Defaults to 0.
+        splits: list of str or None, the splits to write (e.g. ["single", "single_val"] to add the
+            pretraining splits to a data set generated with the same seed and config; that rewrites its
+            dataset.json, so runs made on it see changed data). Defaults to None:
+            `config.splits()`, i.e. train, val, test, test_ood, plus single and single_val when
+            `config.single` > 0. Every split's images depend only on (seed, config, split), never on
+            which other splits are written.
 
     Returns:
         {"splits": {split: size}, "seconds": {split: time}, "total_seconds": t, "classes": m}.
@@ -367,6 +443,13 @@ def generate(out_dir, config: ScenesConfig, seed: int = 0) -> dict:
 
     if int(seed) < 0:
         raise UserError(f"seed must be >= 0, received {seed}")
+    splits = config.splits() if splits is None else list(splits)
+    unknown = [s for s in splits if s not in _STREAM_IDS]
+    if unknown:
+        raise UserError(f"scenes: unknown split(s) {unknown}; splits are {list(_STREAM_IDS)}")
+    empty = [s for s in splits if config.split_size(s) < 1]
+    if empty:
+        raise UserError(f"scenes: split(s) {empty} would be empty; set data.scenes.single (--single) > 0")
     out_dir = Path(out_dir)
     meta = {
         "source": "scenes",
@@ -381,7 +464,7 @@ def generate(out_dir, config: ScenesConfig, seed: int = 0) -> dict:
     t_all = time.perf_counter()
     seconds, sizes = {}, {}
     train_objects = None
-    for split in SPLITS:
+    for split in splits:
         t0 = time.perf_counter()
         objects, _ = sample_objects(config, split, seed)
         if split == "train":
@@ -394,9 +477,11 @@ def generate(out_dir, config: ScenesConfig, seed: int = 0) -> dict:
             out_dir, split, CLASSES, recs, total=len(objects), label=f"Generating {split:<8}", extra_meta=meta
         )
         seconds[split] = round(time.perf_counter() - t0, 2)
-    stats = label_stats(multi_hot(train_objects), CLASSES)
-    stats["dataset"] = f"scenes seed {seed} (train)"
-    io.write_json(out_dir / "stats.json", stats, indent=None)
+    if train_objects is not None:
+        stats = label_stats(multi_hot(train_objects), CLASSES)
+        stats["dataset"] = f"scenes seed {seed} (train)"
+        stats["split"] = "train"
+        io.write_json(out_dir / "stats.json", stats, indent=None)
     return {
         "splits": sizes,
         "seconds": seconds,

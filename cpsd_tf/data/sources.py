@@ -2,26 +2,25 @@
 
 The converters (`coco`, `nuswide`, `label_list`) first parse and check all the labels (any error names
 the file and line or image id), then stream the image files into `records.write_split`. Image bytes are
-stored as they are, without re-encoding. A bad image (missing, undecodable, not JPEG/PNG) is an error, or
-is skipped and counted with `skip_invalid=True`; label errors are never skipped. Errors raised while
-images stream happen inside the records iterator, so `write_split` removes its temporary files and the
-output folder stays as it was.
+stored as they are, without re-encoding, after TensorFlow's own decoder (the one training uses) has
+decoded them. A bad image (missing, undecodable or truncated, not JPEG/PNG) is an error naming it and how
+many others are bad, or is skipped and counted with `skip_invalid=True`; label errors are never skipped.
+Errors raised while images stream happen inside the records iterator, so `write_split` removes its
+temporary files and the output folder stays as it was.
 """
 
+import contextlib
 import dataclasses
 import io
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from cpsd_tf.data import records
-from cpsd_tf.errors import UserError
-
-# The TFRecord schema (DESIGN.md) promises JPEG or PNG bytes in `image/encoded`.
-IMAGE_FORMATS = ("JPEG", "PNG")
-
+from cpsd_tf.errors import UserError, tf_message
 
 @dataclasses.dataclass(frozen=True)
 class Item:
@@ -59,77 +58,168 @@ class SplitSummary:
     first_skipped: str | None = None
 
 
-class InvalidImage(Exception):
-    """An image file that is missing or cannot be decoded (what `--skip-invalid` may skip)."""
-
-
 @dataclasses.dataclass
 class _Skips:
-    """Counts skipped images, or turns the first invalid image into a `UserError`."""
+    """Counts invalid images and keeps the message of the first one.
+
+    Args:
+        allowed: bool, invalid images may be skipped (`--skip-invalid`); else they end in a `UserError`.
+    """
 
     allowed: bool
     count: int = 0
     first: str | None = None
 
-    def handle(self, message):
-        if not self.allowed:
-            raise UserError(message)
+    def add(self, message):
         self.count += 1
         self.first = self.first or message
 
 
 # === Images ===
 
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-def read_image(path) -> bytes:
-    """Return the bytes of a JPEG or PNG file after checking that it decodes.
 
-    The check decodes JPEGs at 1/8 scale (Pillow `draft`): the whole compressed stream is still read, so
-    a truncated file is caught, at a fraction of the cost of a full decode.
+def _decoded(items: Sequence[Item]):
+    """Yield (item, bytes or None) for every item, in order: None when TensorFlow cannot use the image.
+
+    Each file is read and decoded by the very decoder training uses (`pipeline.decode`), in a parallel
+    tf.data map, so what converts also trains. Only JPEG and PNG pass (the record schema); TensorFlow's
+    decoder would also take BMP, GIF and WebP. A failing element is dropped by `ignore_errors` and shows
+    as a gap in the item numbers, which keeps the fast path free of per-image Python work.
+
+    Args:
+        items: list of `Item`, the images to read.
+    """
+    tf = records._tf()  # first, so TensorFlow loads quietly before `pipeline` imports it
+    from cpsd_tf.data.pipeline import decode
+
+    def load(i, path):
+        data = tf.io.read_file(path)
+        known = tf.logical_or(tf.io.is_jpeg(data), tf.equal(tf.strings.substr(data, 0, 8), PNG_SIGNATURE))
+        with tf.control_dependencies([tf.debugging.Assert(known, ["not JPEG or PNG"])]):
+            shape = tf.shape(decode(data))
+        return i, data, shape
+
+    paths = [os.fsencode(item.path) for item in items]
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(items), dtype=tf.int64), tf.constant(paths, tf.string)))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    expected = 0
+    for i, data, _ in ds.as_numpy_iterator():
+        for j in range(expected, i):
+            yield items[j], None
+        yield items[i], data
+        expected = i + 1
+    for j in range(expected, len(items)):
+        yield items[j], None
+
+
+def why_invalid(path) -> str:
+    """Say why an image cannot be converted: missing, unreadable, not JPEG/PNG, or TensorFlow's decode error.
+
+    Only called for the images the fast check rejected, so one eager decode each is cheap.
 
     Args:
         path: str or Path, the image file.
-
-    Raises:
-        InvalidImage: the file is missing, unreadable, not an image, not JPEG/PNG or truncated.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    tf = records._tf()  # first, so TensorFlow loads quietly before `pipeline` imports it
+    from cpsd_tf.data.pipeline import decode
 
     path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise InvalidImage("no such file") from None
+        return "no such file"
+    except IsADirectoryError:
+        return "is a folder, not an image file"
     except OSError as e:
-        raise InvalidImage(f"cannot read ({e.strerror or e})") from None
+        return f"cannot read ({e.strerror or e})"
+    if not data:
+        return "empty file"
+    if not (data.startswith(JPEG_MAGIC) or data.startswith(PNG_SIGNATURE)):
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                return f"is {img.format}, not JPEG or PNG"
+        except Exception:  # Pillow raises many types for unknown data; the answer is the same.
+            return "not a decodable image (unknown format)"
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.format not in IMAGE_FORMATS:
-                raise InvalidImage(f"is {img.format}, not JPEG or PNG")
-            img.draft(None, (1, 1))
-            img.load()
-    except InvalidImage:
-        raise
-    except UnidentifiedImageError:
-        # Pillow's own message names the in-memory buffer, not the file.
-        raise InvalidImage("not a decodable image (unknown format)") from None
-    except Exception as e:  # Pillow raises many types (OSError, SyntaxError, ValueError...) for bad files.
-        raise InvalidImage(f"not a decodable image ({e})") from None
-    return data
+        decode(tf.constant(data))
+    except tf.errors.OpError as e:
+        return f"not a decodable image ({tf_message(e)})"
+    return "not a decodable image (TensorFlow's decoder failed on it during conversion)"
 
 
 def _records(items: Sequence[Item], skips: _Skips, split: str):
-    """Yield a `records.Record` per valid image; invalid ones raise or are counted in `skips`."""
-    for item in items:
-        try:
-            data = read_image(item.path)
-        except InvalidImage as e:
-            skips.handle(f"{item.where}: image {item.path}: {e}")
+    """Yield a `records.Record` per image TensorFlow decodes; count the others in `skips`.
+
+    Without `skips.allowed`, an invalid image ends the split with a `UserError` naming the first one and
+    how many there are, after all images were checked (so one run lists the whole damage). It is raised
+    inside the iterator, so `write_split` removes its temporary files.
+
+    Args:
+        items: list of `Item`, the split's images.
+        skips: `_Skips`, counts the invalid images (and says whether they may be skipped).
+        split: str, the split name, for messages.
+    """
+    for item, data in _decoded(items):
+        if data is None:
+            # Only the first one's reason is shown (an eager decode); the others are counted.
+            skips.add(f"{item.where}: image {item.path}: {why_invalid(item.path)}" if skips.first is None else None)
             continue
         yield records.Record(image=data, image_id=item.image_id, labels=item.labels)
+    if skips.count and not skips.allowed:
+        if skips.count == 1:
+            note = f"the only invalid image of split '{split}': --skip-invalid skips it"
+        else:
+            others = skips.count - 1
+            note = (
+                f"{others} other image{'s' if others != 1 else ''} of split '{split}' "
+                f"{'are' if others != 1 else 'is'} invalid too: --skip-invalid skips them"
+            )
+        raise UserError(f"{skips.first} ({note})")
     if items and skips.count == len(items):
-        # Raised inside the iterator so write_split cleans up; says more than "split is empty".
+        # Says more than "split is empty".
         raise UserError(f"split '{split}': all {len(items)} images are invalid (first: {skips.first})")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Point file descriptor 2 at /dev/null while images decode; Python's `sys.stderr` keeps the terminal.
+
+    libjpeg and TensorFlow's C++ logging print lines such as "Premature end of JPEG data" and "Improper
+    call to JPEG library in state 201" for every bad JPEG, straight to descriptor 2 and whatever
+    TF_CPP_MIN_LOG_LEVEL says; they would bury the one-line error or warning. Python writes (the progress
+    bar, messages) go to a duplicate of the real descriptor meanwhile. `CPSD_TF_VERBOSE_TF=1` keeps them.
+    """
+    if os.environ.get("CPSD_TF_VERBOSE_TF") == "1":
+        yield
+        return
+    try:
+        python_uses_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced by a test runner or a wrapper: not fd 2
+        python_uses_fd2 = False
+    sys.stderr.flush()
+    saved = os.dup(2)
+    old_stderr = sys.stderr
+    if python_uses_fd2:
+        sys.stderr = open(
+            saved, "w", buffering=1, encoding=old_stderr.encoding, errors=old_stderr.errors, closefd=False
+        )
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        if python_uses_fd2:
+            sys.stderr.flush()
+            sys.stderr = old_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 # === Small text helpers ===
@@ -198,24 +288,28 @@ def write_splits(out_dir, classes, splits, skip_invalid=False) -> list:
     if len(splits) == 1:
         [(split, items)] = splits.items()
         if not skip_invalid:
-            _check_files_exist(items)
+            _check_files_exist(items, split)
         return [_write(out_dir, split, classes, items, skip_invalid)]
     return _write_together(out_dir, classes, splits, skip_invalid)
 
 
-def _check_files_exist(items: Sequence[Item]):
-    """Fail fast on the first missing image, before minutes of writing (a `stat` per image is cheap)."""
-    for item in items:
-        if not item.path.is_file():
-            raise UserError(f"{item.where}: image {item.path}: no such file")
+def _check_files_exist(items: Sequence[Item], split):
+    """Fail fast on missing images, before minutes of decoding (a `stat` per image is cheap)."""
+    missing = [item for item in items if not item.path.is_file()]
+    if missing:
+        first = missing[0]
+        more = len(missing) - 1
+        note = f" ({more} other image{'s' if more != 1 else ''} of split '{split}' missing too)" if more else ""
+        raise UserError(f"{first.where}: image {first.path}: no such file{note}")
 
 
 def _write(out_dir, split, classes, items, skip_invalid) -> SplitSummary:
     """Write one split from parsed items; see `records.write_split`."""
     skips = _Skips(allowed=skip_invalid)
-    count = records.write_split(
-        out_dir, split, classes, _records(items, skips, split), total=len(items), label=f"Writing {split}"
-    )
+    with _native_stderr_silenced():
+        count = records.write_split(
+            out_dir, split, classes, _records(items, skips, split), total=len(items), label=f"Writing {split}"
+        )
     return SplitSummary(split, count, len(classes), skips.count, skips.first)
 
 
@@ -240,8 +334,8 @@ def _write_together(out_dir, classes, splits, skip_invalid) -> list:
     out_dir = Path(out_dir)
     _check_same_classes(out_dir, classes)
     if not skip_invalid:
-        for items in splits.values():
-            _check_files_exist(items)
+        for split, items in splits.items():
+            _check_files_exist(items, split)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = out_dir / records.DATASET_JSON

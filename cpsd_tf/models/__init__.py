@@ -11,7 +11,7 @@ Example:
 from cpsd_tf.models import layers  # noqa: F401  (registers the custom layers)
 from cpsd_tf.models.backbones import BACKBONES, available_backbones, build_backbone
 from cpsd_tf.models.build import FEATURES_LAYER, LOGITS_LAYER, build_model
-from cpsd_tf.models.heads import HEADS, available_heads, head_logits, load_label_embeddings, resolve_head_options
+from cpsd_tf.models.heads import HEADS, available_heads, load_label_embeddings, resolve_head_options
 
 __all__ = [
     "BACKBONES",
@@ -22,7 +22,6 @@ __all__ = [
     "available_heads",
     "build_backbone",
     "build_model",
-    "head_logits",
     "load_label_embeddings",
     "resolve_head_options",
 ]

@@ -1,6 +1,6 @@
 """Classification heads by name: spatial features [B, h, w, C] -> per-class logits [B, num_classes].
 
-One factory, `head_logits`, serves the baseline (all m classes), every teacher (the |C_t| classes of its
+One factory, `prepare_head` + `apply_head` (used by `build_model`), serves the baseline (all m classes), every teacher (the |C_t| classes of its
 cluster: pass that cluster's `class_names` / `class_indices`) and the student.
 
 - "linear": global average pooling + dense (the paper's plain ResNet101 baseline).
@@ -293,7 +293,7 @@ HEADS = {
 
 
 def available_heads():
-    """Names accepted by `head_logits`, sorted."""
+    """Names accepted by `build_model` as heads, sorted."""
     return sorted(HEADS)
 
 
@@ -318,28 +318,8 @@ def prepare_head(head, num_classes, options=None, class_names=None, class_indice
     return options, embeddings
 
 
-def head_logits(head, features, num_classes, *, options=None, class_names=None, class_indices=None):
-    """Apply head `head` to a feature-map tensor [B, h, w, C]; returns logits [B, num_classes] float32.
-
-    Args:
-        head: str, a key of `HEADS` (see `available_heads()`).
-        features: symbolic Keras tensor [B, h, w, C] with static h, w, C.
-        num_classes: int, number of outputs (m, or |C_t| for a teacher).
-        options: dict, head options overriding `HEADS[head].defaults`. Defaults to None.
-        class_names: list of str, names of the outputs (for a text label-embedding file). Defaults to None.
-        class_indices: list of int, dataset index of each output (rows of a .npy label embedding).
-            Defaults to None.
-
-    Example:
-        inputs = keras.Input((7, 7, 64))
-        model = keras.Model(inputs, head_logits("transformer", inputs, 5, options={"hidden": 32}))
-    """
-    options, embeddings = prepare_head(head, num_classes, options, class_names, class_indices)
-    return apply_head(head, features, num_classes, options, embeddings)
-
-
 def apply_head(head, features, num_classes, options, embeddings):
-    """`head_logits` with options and embeddings already from `prepare_head`."""
+    """Apply head `head` to a feature map [B, h, w, C] with the options and embeddings of `prepare_head`; logits [B, n] float32."""
     logits = HEADS[head].build(features, int(num_classes), embeddings, options)
     # float32 logits whatever the compute dtype (mixed precision).
     return layers.Activation("linear", dtype="float32", name="logits")(logits)

@@ -1,0 +1,144 @@
+"""Cached teacher logits of every view (`cached_views`) equal the teachers run online on the training stream."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cpsd_tf import logits as logits_mod
+from cpsd_tf import view_targets
+from cpsd_tf.data import pipeline, records, scenes
+from cpsd_tf.data.augment_config import AugmentConfig
+from cpsd_tf.models import build_model
+
+S = 32
+N = 20  # training images
+PASSES = 3
+SEED = 7
+BATCH = 8
+AUGMENT = AugmentConfig(flip=True, translate=0.2)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scenes")
+    scenes.generate(out, scenes.ScenesConfig(train=N, val=2, test=2, image_size=S), seed=0)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def teacher_sets(data_dir):
+    """Set 1: two teachers on a 2-way class split (CGP-like); set 2: one all-class teacher (SD-like)."""
+    m = records.load_info(data_dir).num_classes
+    tf.keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(m)
+    halves = [sorted(int(c) for c in order[: m // 2]), sorted(int(c) for c in order[m // 2:])]
+    split = ([build_model("tiny_cnn", "linear", len(c), S, weights=None) for c in halves], halves)
+    full = ([build_model("tiny_cnn", "linear", m, S, weights=None)], [None])
+    return [split, full]
+
+
+@pytest.fixture(scope="module")
+def tables(data_dir, teacher_sets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tables")
+    m = records.load_info(data_dir).num_classes
+    result = {}
+    for dtype in ("float16", "float32"):
+        paths = [out / f"cgp-{dtype}.npy", out / f"sd-{dtype}.npy"]
+        written = view_targets.compute(
+            teacher_sets, data_dir, "train", passes=PASSES, image_size=S, augment=AUGMENT, seed=SEED,
+            batch_size=BATCH, num_classes=m, out_paths=paths, dtype=dtype, progress=False,
+        )
+        assert written == paths
+        assert sorted(p.name for p in out.iterdir() if dtype in p.name) == sorted(p.name for p in paths)  # no temp left
+        result[dtype] = [np.load(p) for p in paths]
+    return result
+
+
+def online(teacher_sets, images, m):
+    """The teachers run on a batch, merged with `logits.merge` (independent of `view_targets`)."""
+    out = []
+    for models, subsets in teacher_sets:
+        parts = [(s, mdl(images, training=False).numpy()) for mdl, s in zip(models, subsets)]
+        out.append(logits_mod.merge(parts, images.shape[0], m))
+    return out
+
+
+def stream(data_dir, **kwargs):
+    return pipeline.build(data_dir, "train", image_size=S, batch_size=BATCH, training=True, augment=AUGMENT,
+                          seed=SEED, repeat=True, with_index=True, with_pass=True, **kwargs)
+
+
+def test_tables_match_teachers_run_online_on_the_training_stream(data_dir, teacher_sets, tables):
+    m = records.load_info(data_dir).num_classes
+    for dtype, tabs in tables.items():
+        assert all(t.shape == (PASSES, N, m) and t.dtype == np.dtype(dtype) for t in tabs)
+    join = {dtype: view_targets.targets_fn(tabs) for dtype, tabs in tables.items()}
+    diffs = {"float16": 0.0, "float32": 0.0}
+    seen = []
+    for features, y in stream(data_dir, shuffle_buffer=8, deterministic=True).take(math.ceil(PASSES * N / BATCH) - 1):
+        e, i = features["pass"].numpy(), features["index"].numpy()
+        seen += list(zip(e, i))
+        ref = online(teacher_sets, features["image"], m)
+        for dtype, fn in join.items():
+            got = fn(y, features["pass"], features["index"]).numpy()
+            np.testing.assert_array_equal(got[:, :m], y.numpy())
+            for k, r in enumerate(ref):
+                diffs[dtype] = max(diffs[dtype], float(np.abs(got[:, m * (k + 1): m * (k + 2)] - r).max()))
+    print(f"max |cached_views - online|: {diffs}")
+    assert diffs["float16"] <= 1e-3 and diffs["float32"] <= 1e-5
+    # every record once per pass
+    assert {e for e, _ in seen} == set(range(PASSES))
+    for e in range(PASSES - 1):
+        assert sorted(i for p, i in seen if p == e) == list(range(N))
+
+
+def test_targets_fn_in_dataset_map_and_errors(data_dir, tables):
+    m = records.load_info(data_dir).num_classes
+    fn = view_targets.targets_fn(tables["float16"])
+    ds = stream(data_dir).map(lambda f, y: (f["image"], fn(y, f["pass"], f["index"]), f["pass"], f["index"]))
+    x, t, e, i = next(iter(ds))
+    assert t.dtype == tf.float32 and t.shape == (BATCH, 3 * m)
+    np.testing.assert_array_equal(t[:, m:2 * m].numpy(), tables["float16"][0][e.numpy(), i.numpy()].astype(np.float32))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        fn(tf.zeros([1, m]), tf.constant([PASSES], tf.int64), tf.constant([0], tf.int64))  # pass beyond the table
+
+
+def test_views_do_not_depend_on_shuffle_order_and_differ_between_passes(data_dir):
+    def views_by_key(ds, batches):
+        out = {}
+        for features, _ in ds.take(batches):
+            for x, e, i in zip(features["image"].numpy(), features["pass"].numpy(), features["index"].numpy()):
+                out[(int(e), int(i))] = x
+        return out
+
+    batches = (2 * N) // BATCH  # two passes
+    small = views_by_key(stream(data_dir, shuffle_buffer=2, deterministic=True), batches)
+    large = views_by_key(stream(data_dir, shuffle_buffer=64, cache=True), batches)
+    common = sorted(set(small) & set(large))
+    assert len(common) >= N  # different orders, the same (pass, index) keys
+    for key in common:
+        np.testing.assert_array_equal(small[key], large[key])
+    for e in range(2):  # build_views: the same views, in index order
+        views = pipeline.build_views(data_dir, "train", e, image_size=S, augment=AUGMENT, seed=SEED, batch_size=6)
+        for x, index in views:
+            for img, i in zip(x.numpy(), index.numpy()):
+                if (e, int(i)) in small:
+                    np.testing.assert_array_equal(img, small[(e, int(i))])
+    v0, v1 = (np.concatenate([x for x, _ in pipeline.build_views(data_dir, "train", e, image_size=S, augment=AUGMENT,
+                                                                  seed=SEED, batch_size=N)]) for e in (0, 1))
+    differ = [not np.array_equal(a, b) for a, b in zip(v0, v1)]
+    assert sum(differ) >= N // 2  # a flip + translate draw repeats between passes only by chance
+
+
+def test_compute_checks_and_passes_needed(data_dir, teacher_sets, tmp_path):
+    m = records.load_info(data_dir).num_classes
+    assert view_targets.passes_needed(N, 8, 2, 1) == 1 and view_targets.passes_needed(N, 8, 2, 5) == 4
+    models, subsets = teacher_sets[0]
+    with pytest.raises(ValueError, match="exactly once"):
+        view_targets.compute([(models, [subsets[0], subsets[0]])], data_dir, "train", passes=1, image_size=S,
+                             augment=AUGMENT, seed=SEED, batch_size=BATCH, num_classes=m,
+                             out_paths=[tmp_path / "bad.npy"], progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
