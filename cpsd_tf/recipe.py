@@ -229,7 +229,9 @@ def _allowed_keys(model_cls, loc):
 def _format_error(err, source, override_keys):
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     key = ".".join(str(p) for p in loc)
-    where = f"--set {key}" if key in override_keys else source
+    # `--set a.b=1` may fail at `a` (unknown section) or at `a.b.0` (a list item): still the override's fault
+    given = [k for k in override_keys if k == key or k.startswith(key + ".") or key.startswith(k + ".")]
+    where = f"--set {given[0]}" if given else source
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(Recipe, loc[:-1])
         return f"{where}: unknown key '{key}' (allowed keys here: {', '.join(allowed)})"

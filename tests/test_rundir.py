@@ -212,3 +212,36 @@ def test_no_import_cycle_among_modules():
 
     cycles = sorted(m for m in edges if m not in packages and m in reach(m))
     assert cycles == [], f"modules on an import cycle: {cycles}"
+
+
+def test_converters_never_write_into_a_user_folder(tmp_path):
+    from helpers_sources import images_in
+
+    images = images_in(tmp_path / "imgs", ["a.jpg"])
+    labels = tmp_path / "train.csv"
+    labels.write_text("path,labels\na.jpg,dog\n")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    message = _one_line_error(_invoke("data", "csv", "--labels", labels, "--images", images, "--split", "train",
+                                      "--out", out))
+    assert "not a cpsd-tf data set" in message and sorted(os.listdir(out)) == ["notes.txt"]
+
+
+def test_set_errors_name_the_override_not_the_file(tmp_path):
+    path = write_tiny_recipe(tmp_path)
+    message = _one_line_error(_invoke("baseline", "--recipe", path, "--set", "foo.bar=1"))
+    assert message.startswith("Error: --set foo.bar:") and "unknown key 'foo'" in message
+    message = _one_line_error(_invoke("distill", "--recipe", path, "--set", "distill.teachers=[nope]"))
+    assert message.startswith("Error: --set distill.teachers:")
+
+
+def test_a_recipe_verb_prints_one_stderr_line_in_a_real_process(tmp_path):
+    """TensorFlow's start-up chatter must not precede the error (the stage modules import TF on load)."""
+    path = write_tiny_recipe(tmp_path)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    env.pop("CPSD_TF_VERBOSE_TF", None)
+    done = subprocess.run([sys.executable, "-m", "cpsd_tf", "teachers", "--recipe", str(path), "--shard", "5/2"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["Error: --shard '5/2': need 0 <= i < n"], done.stderr

@@ -38,14 +38,17 @@ def partition(recipe, run_dir, overrides, stats_path, k, tau, strategy, seed, ba
 def _with_recipe(recipe_path, run_dir, overrides, options, out, plot, force):
     if out or plot:
         raise click.UsageError("--out and --plot go with --stats; with --recipe the partition is written to the run directory")
-    from cpsd_tf import partition as partition_mod
     from cpsd_tf import recipe as recipe_mod
-    from cpsd_tf import runs
+    from cpsd_tf.quiet import import_tensorflow
 
     # --k etc. are shorthands for --set partition.k=... (validated by the recipe like the file).
     shorthands = [f"partition.{key}={str(value).lower() if isinstance(value, bool) else value}"
                   for key, value in options.items() if value is not None]
     recipe = recipe_mod.load(recipe_path, overrides=[*overrides, *shorthands])
+    import_tensorflow()  # quietly, before the stage modules import it
+    from cpsd_tf import partition as partition_mod
+    from cpsd_tf import runs
+
     run_dir = runs.open_run(recipe, recipe_mod.resolve_run_dir(recipe, run_dir))
     partition_mod.run(recipe, run_dir, force=force)
     runs.record_recipe(recipe, run_dir)

@@ -4,6 +4,7 @@ import click
 
 
 def _load(recipe, overrides):
+    """The validated recipe, then TensorFlow imported quietly (before any stage module imports it loudly)."""
     from cpsd_tf import recipe as recipe_mod
     from cpsd_tf.quiet import import_tensorflow
 
@@ -15,9 +16,9 @@ def _load(recipe, overrides):
 def _writing(recipe, run_dir, overrides):
     """A writing command: load the recipe and claim the run directory (a new run gets its recipe.yaml)."""
     from cpsd_tf import recipe as recipe_mod
-    from cpsd_tf import runs
 
     r = _load(recipe, overrides)
+    from cpsd_tf import runs
     return r, runs.open_run(r, recipe_mod.resolve_run_dir(r, run_dir))
 
 
@@ -58,10 +59,11 @@ def force_option(f):
 @force_option
 def data_build(recipe, run_dir, overrides, force):
     """Build the recipe's data set with its generator (data.generator) into data.dir."""
-    from cpsd_tf.data import prepare
-
     del run_dir  # the data set lives in data.dir, shared by runs
-    path = prepare.run(_load(recipe, overrides), force=force)
+    r = _load(recipe, overrides)
+    from cpsd_tf.data import prepare  # after the quiet TensorFlow import of _load
+
+    path = prepare.run(r, force=force)
     click.echo(f"[data] {path} ready")
 
 
@@ -70,9 +72,9 @@ def data_build(recipe, run_dir, overrides, force):
 @force_option
 def pretrain(recipe, run_dir, overrides, force):
     """Pretrain the backbone on the single-object split (pretrain.*) -> <run_dir>/pretrain/."""
-    from cpsd_tf import pretrain as stage
-
     r, directory = _writing(recipe, run_dir, overrides)
+    from cpsd_tf import pretrain as stage  # after the quiet TensorFlow import of _load
+
     stage.run(r, directory, force=force)
     _done(r, directory)
 
@@ -82,9 +84,9 @@ def pretrain(recipe, run_dir, overrides, force):
 @force_option
 def baseline(recipe, run_dir, overrides, force):
     """Train the full-label baseline model."""
-    from cpsd_tf import baseline as stage
-
     r, directory = _writing(recipe, run_dir, overrides)
+    from cpsd_tf import baseline as stage  # after the quiet TensorFlow import of _load
+
     stage.run(r, directory, force=force)
     _done(r, directory)
 
@@ -96,9 +98,9 @@ def baseline(recipe, run_dir, overrides, force):
 @click.option("--shard", help="Train the i-th of n equal shares of the teachers, e.g. 0/2.")
 def teachers(recipe, run_dir, overrides, force, only, shard):
     """Train the 2k teachers of partition.json (a teacher another process is training is skipped)."""
-    from cpsd_tf import teachers as stage
-
     r, directory = _writing(recipe, run_dir, overrides)
+    from cpsd_tf import teachers as stage  # after the quiet TensorFlow import of _load
+
     stage.run(r, directory, only=only, shard=shard, force=force)
     _done(r, directory)
 
@@ -108,9 +110,9 @@ def teachers(recipe, run_dir, overrides, force, only, shard):
 @force_option
 def logits(recipe, run_dir, overrides, force):
     """Export the teachers' merged logits on the train split (for distill.teacher_logits: cached_clean)."""
-    from cpsd_tf import logits as stage
-
     r, directory = _writing(recipe, run_dir, overrides)
+    from cpsd_tf import logits as stage  # after the quiet TensorFlow import of _load
+
     stage.run(r, directory, force=force)
     _done(r, directory)
 
@@ -120,9 +122,9 @@ def logits(recipe, run_dir, overrides, force):
 @force_option
 def distill(recipe, run_dir, overrides, force):
     """Train the student (and the recipe's ablation students) from the trained teachers."""
-    from cpsd_tf import distill as stage
-
     r, directory = _writing(recipe, run_dir, overrides)
+    from cpsd_tf import distill as stage  # after the quiet TensorFlow import of _load
+
     stage.run(r, directory, force=force)
     _done(r, directory)
 
@@ -133,9 +135,10 @@ def distill(recipe, run_dir, overrides, force):
 @click.option("--split", help="Split to evaluate (default: the recipe's eval_splits).")
 def evaluate(recipe, run_dir, overrides, model, split):
     """Evaluate trained models on the evaluation splits (writes results.json/.md, never recipe.yaml)."""
-    from cpsd_tf import evaluate as stage
+    r, directory = _reading(recipe, run_dir, overrides)
+    from cpsd_tf import evaluate as stage  # after the quiet TensorFlow import of _load
 
-    stage.run(*_reading(recipe, run_dir, overrides), model=model, split=split)
+    stage.run(r, directory, model=model, split=split)
 
 
 @click.command("export")
@@ -144,9 +147,10 @@ def evaluate(recipe, run_dir, overrides, model, split):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="SavedModel base folder.")
 def export(recipe, run_dir, overrides, model, out):
     """Export a SavedModel for TF Serving (DIR/<next version>/) and verify it in a fresh process."""
-    from cpsd_tf import export as stage
+    r, directory = _reading(recipe, run_dir, overrides)
+    from cpsd_tf import export as stage  # after the quiet TensorFlow import of _load
 
-    stage.run(*_reading(recipe, run_dir, overrides), model=model, out=out)
+    stage.run(r, directory, model=model, out=out)
 
 
 @click.command("run")
@@ -160,9 +164,10 @@ def run(recipe, run_dir, overrides):
     --run-dir, or redo a stage with its own verb and --force).
     """
     from cpsd_tf import recipe as recipe_mod
-    from cpsd_tf import runs
 
     r = _load(recipe, overrides)
+    from cpsd_tf import runs  # after the quiet TensorFlow import of _load
+
     runs.run(r, recipe_mod.resolve_run_dir(r, run_dir))
 
 

@@ -249,6 +249,13 @@ def write_split(
         dup = sorted({c for c in classes if classes.count(c) > 1})
         raise UserError(f"class list has duplicate names: {dup[:5]}")
     out_dir = Path(out_dir)
+    if out_dir.is_dir() and not (out_dir / DATASET_JSON).exists():
+        foreign = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("."))
+        if foreign:
+            raise UserError(
+                f"{out_dir}: holds files that are not a cpsd-tf data set ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); cpsd-tf will not write into it: give a new or empty --out"
+            )
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     meta_path = out_dir / DATASET_JSON
