@@ -22,8 +22,9 @@ Cost and memory. Computing the tables costs one forward pass of every teacher pe
 teacher forward passes, against E * N * 2k forward passes *per student* in `online` mode (plus their
 per-step overhead). Storage is E * N * m * 2 bytes per set in float16: 7 MB for the scenes benchmark
 (E=60, N=2,000, m=30), but 1.05 GB per set for COCO-2014 (E=80, N=82,081, m=80), 2.1 GB for CPSD's two
-sets; `targets_fn` holds the tables in memory as tensors of the stored dtype (float16, cast to float32
-after the gather), so a COCO run needs ~2.1 GB of RAM for them. The tables are written through a
+sets; `targets_fn` holds tables of up to 1 GB in all as float32 tensors (float16 gathers are slow on CPUs
+without AVX-512), larger ones in their stored float16 (cast after the gather), so a COCO run needs ~2.1 GB
+of RAM for them. The tables are written through a
 memory-mapped temporary file, so computing them needs no more RAM than one batch. float16 rounds logits to
 ~3 significant digits (|error| <= 2^-11 relative; 0.004 at |logit| = 8): far below the spread of the
 squared-error target, and `dtype="float32"` is offered for exact checks.
@@ -41,6 +42,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 DTYPES = ("float16", "float32")
+_FLOAT32_LIMIT = 1 << 30  # bytes: view tables up to this size are held in memory as float32
 
 
 def passes_needed(num_images: int, batch_size: int, steps_per_epoch: int, epochs: int) -> int:
@@ -181,17 +183,22 @@ def targets_fn(tables):
     """(labels y [B, m], pass e [B], index i [B]) -> float32 [y | table_1[e, i] | table_2[e, i] | …].
 
     The (pass, index) join of `compute`'s tables, mirroring `distill.cached_targets_fn` (which joins by
-    index alone). Tables are arrays [E, N, m] (float16 or float32); they stay in memory in their dtype and
-    the gathered rows are cast to float32. A pass >= E or an index >= N is an error (InvalidArgument).
+    index alone). Tables are arrays [E, N, m] (float16 or float32), held as float32 up to 1 GB in all, else
+    in their dtype; the gathered rows are cast to float32. A pass >= E or an index >= N is an error (InvalidArgument).
     Works in `Dataset.map` and in `tf.function`.
     """
     import tensorflow as tf
 
     constants = []
+    total = sum(np.asarray(t).size for t in tables)
     for t in tables:
         t = np.asarray(t)
         if t.ndim != 3:
             raise ValueError(f"view target tables must be [passes, N, m], received shape {t.shape}")
+        # float16 gathers fall back to slow Eigen kernels (and a oneDNN notice) on CPUs without AVX-512:
+        # small tables are held as float32, large ones (COCO: ~1 GB per set) stay float16
+        if t.dtype == np.float16 and total * 4 <= _FLOAT32_LIMIT:
+            t = t.astype(np.float32)
         constants.append(tf.constant(t))
 
     def targets(y, pass_, index):
