@@ -184,7 +184,9 @@ def targets_fn(tables):
 
     The (pass, index) join of `compute`'s tables, mirroring `distill.cached_targets_fn` (which joins by
     index alone). Tables are arrays [E, N, m] (float16 or float32), held as float32 up to 1 GB in all, else
-    in their dtype; the gathered rows are cast to float32. A pass >= E or an index >= N is an error (InvalidArgument).
+    in their dtype; the gathered rows are cast to float32. An index >= N is an error (InvalidArgument); a
+    pass >= E (only ever read ahead by the pipeline, never trained on, when E = `passes_needed`) takes the
+    rows of pass E - 1.
     Works in `Dataset.map` and in `tf.function`.
     """
     import tensorflow as tf
@@ -201,8 +203,13 @@ def targets_fn(tables):
             t = t.astype(np.float32)
         constants.append(tf.constant(t))
 
+    last = min(int(np.asarray(t).shape[0]) for t in tables) - 1 if tables else 0
+
     def targets(y, pass_, index):
-        at = tf.stack([tf.cast(pass_, tf.int64), tf.cast(index, tf.int64)], axis=-1)
+        # The input pipeline reads ahead (parallel map, prefetch) past the last step of training, into a
+        # pass that no step consumes: such elements get the last pass's rows instead of an error.
+        pass_ = tf.minimum(tf.cast(pass_, tf.int64), last)
+        at = tf.stack([pass_, tf.cast(index, tf.int64)], axis=-1)
         parts = [tf.cast(y, tf.float32)] + [tf.cast(tf.gather_nd(c, at), tf.float32) for c in constants]
         return tf.concat(parts, axis=-1)
 
