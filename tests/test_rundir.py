@@ -226,6 +226,11 @@ def test_converters_never_write_into_a_user_folder(tmp_path):
     message = _one_line_error(_invoke("data", "csv", "--labels", labels, "--images", images, "--split", "train",
                                       "--out", out))
     assert "not a cpsd-tf data set" in message and sorted(os.listdir(out)) == ["notes.txt"]
+    from cpsd_tf.data import sources  # several splits at once (COCO/NUS-WIDE --holdout) take another path
+
+    with pytest.raises(cpsd_tf.errors.UserError, match="not a cpsd-tf data set"):
+        sources._write_together(out, ["dog"], {"train": []}, skip_invalid=True)
+    assert sorted(os.listdir(out)) == ["notes.txt"]
 
 
 def test_set_errors_name_the_override_not_the_file(tmp_path):

@@ -210,6 +210,18 @@ def iter_records(data_dir, split):
         }
 
 
+def check_output_folder(out_dir):
+    """Refuse a data folder that holds files but no `dataset.json`: cpsd-tf never writes among a user's files."""
+    out_dir = Path(out_dir)
+    if out_dir.is_dir() and not (out_dir / DATASET_JSON).exists():
+        foreign = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("."))
+        if foreign:
+            raise UserError(
+                f"{out_dir}: holds files that are not a cpsd-tf data set ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); cpsd-tf will not write into it: give a new or empty --out"
+            )
+
+
 def write_split(
     out_dir,
     split: str,
@@ -249,13 +261,7 @@ def write_split(
         dup = sorted({c for c in classes if classes.count(c) > 1})
         raise UserError(f"class list has duplicate names: {dup[:5]}")
     out_dir = Path(out_dir)
-    if out_dir.is_dir() and not (out_dir / DATASET_JSON).exists():
-        foreign = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("."))
-        if foreign:
-            raise UserError(
-                f"{out_dir}: holds files that are not a cpsd-tf data set ({', '.join(foreign[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}); cpsd-tf will not write into it: give a new or empty --out"
-            )
+    check_output_folder(out_dir)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     meta_path = out_dir / DATASET_JSON

@@ -332,6 +332,7 @@ def _write_together(out_dir, classes, splits, skip_invalid) -> list:
     rename), seeded with the existing `dataset.json` so its other splits are kept, then moved into place.
     """
     out_dir = Path(out_dir)
+    records.check_output_folder(out_dir)
     _check_same_classes(out_dir, classes)
     if not skip_invalid:
         for split, items in splits.items():
