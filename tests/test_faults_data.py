@@ -71,7 +71,7 @@ def _coco_source(tmp_path):
 def _nuswide_source(tmp_path):
     root = nuswide_layout(
         tmp_path / "nus",
-        train=[("x\\a.jpg", {"sky"}), ("x\\t.png", {"water"}), ("y\\b.png", set()), ("y\\g.jpg", {"animal"}),
+        train=[("x\\a.jpg", {"sky"}), ("x\\t.png", {"water"}), ("y\\b.png", {"sky"}), ("y\\g.jpg", {"animal"}),
                ("y\\c.jpg", {"sky"})],
     )
     (root / "Flickr" / "x" / "t.png").write_bytes(TRUNCATED_PNG)

@@ -160,7 +160,7 @@ def test_nuswide_holdout_from_train_leaves_test_intact(tmp_path):
 @pytest.mark.parametrize(
     "args, fragments",
     [
-        (["--holdout", 3], ["--holdout 3", "less than the 3 images of split 'train'", "TrainImagelist.txt"]),
+        (["--holdout", 2], ["--holdout 2", "less than the 2 images of split 'train'", "TrainImagelist.txt"]),
         (["--holdout", 1, "--holdout-split", "test"], ["--holdout-split 'test' must differ", "'train' and 'test'"]),
         (["--holdout", 1, "--holdout-split", "train"], ["--holdout-split 'train' must differ"]),
     ],

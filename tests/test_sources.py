@@ -130,20 +130,21 @@ def test_coco_no_annotated_image_hints_keep_empty(tmp_path):
 # === NUS-WIDE ===
 
 def test_nuswide_converts_train_and_test(tmp_path):
+    """Label-less images are dropped by default (actor/0002_2.jpg has no concept)."""
     root = nuswide_layout(tmp_path / "NUS-WIDE")
     out = tmp_path / "data"
     result = run("nuswide", "--root", root, "--out", out)
     assert_ok(result)
-    assert f"Wrote 3 images of split 'train' (3 classes) to {out}" in result.stdout
+    assert f"Wrote 2 images of split 'train' (3 classes) to {out}" in result.stdout
     assert f"Wrote 2 images of split 'test' (3 classes) to {out}" in result.stdout
 
     info = records.load_info(out)
     assert info.classes == CONCEPTS
-    assert info.splits == {"train": 3, "test": 2}
+    assert info.splits == {"train": 2, "test": 2}
     train = read(out, "train")
-    assert [r["id"] for r in train] == ["actor/0001_1.jpg", "actor/0002_2.jpg", "beach/0001_3.png"]
-    assert [r["labels"] for r in train] == [[0, 2], [], [1]]
-    assert [r["index"] for r in train] == [0, 1, 2]
+    assert [r["id"] for r in train] == ["actor/0001_1.jpg", "beach/0001_3.png"]
+    assert [r["labels"] for r in train] == [[0, 2], [1]]
+    assert [r["index"] for r in train] == [0, 1]
     test = read(out, "test")
     assert [(r["id"], r["labels"], r["index"]) for r in test] == [("beach/0002_4.jpg", [2], 0), ("zoo/0001_5.jpg", [0, 1], 1)]
     for r in train + test:
@@ -152,6 +153,23 @@ def test_nuswide_converts_train_and_test(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "dataset.json", "test-00000-of-00001.tfrecord", "train-00000-of-00001.tfrecord",
     ]
+
+
+def test_nuswide_keep_empty_keeps_label_less_images(tmp_path):
+    root = nuswide_layout(tmp_path / "NUS-WIDE")
+    out = tmp_path / "data"
+    assert_ok(run("nuswide", "--root", root, "--out", out, "--keep-empty"))
+    train = read(out, "train")
+    assert [r["id"] for r in train] == ["actor/0001_1.jpg", "actor/0002_2.jpg", "beach/0001_3.png"]
+    assert [r["labels"] for r in train] == [[0, 2], [], [1]]
+
+
+def test_nuswide_split_without_any_label_is_refused(tmp_path):
+    root = nuswide_layout(tmp_path / "NUS-WIDE", test=[("beach\\0002_4.jpg", set())])
+    out = tmp_path / "data"
+    result = run("nuswide", "--root", root, "--out", out)
+    assert_error(result, "TestImagelist.txt", "none of the 1 images of split 'test' has a label", "--keep-empty")
+    assert_nothing_written(out)
 
 
 def test_nuswide_groundtruth_folder(tmp_path):
@@ -211,15 +229,15 @@ def test_nuswide_bad_test_image_leaves_no_train_split(tmp_path):
 
 def test_nuswide_skip_invalid_and_existing_splits_kept(tmp_path):
     root = nuswide_layout(tmp_path / "NUS-WIDE")
-    (root / "Flickr" / "actor" / "0002_2.jpg").unlink()
+    (root / "Flickr" / "beach" / "0001_3.png").unlink()
     out = tmp_path / "data"
     # A split converted earlier with the same classes stays in dataset.json.
     records.write_split(out, "extra", CONCEPTS, [records.Record(image_bytes("PNG"), "x.png", [1])])
     result = run("nuswide", "--root", root, "--out", out, "--skip-invalid")
     assert_ok(result)
     assert "skipped 1 invalid image of split 'train'" in result.stderr
-    assert records.load_info(out).splits == {"extra": 1, "train": 2, "test": 2}
-    assert [r["id"] for r in read(out, "train")] == ["actor/0001_1.jpg", "beach/0001_3.png"]
+    assert records.load_info(out).splits == {"extra": 1, "train": 1, "test": 2}
+    assert [r["id"] for r in read(out, "train")] == ["actor/0001_1.jpg"]
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
 

@@ -76,14 +76,19 @@ def coco(annotations, images, split, out, keep_empty, skip_invalid, holdout, hol
 @group.command("nuswide")
 @click.option("--root", required=True, type=click.Path(file_okay=False), help="NUS-WIDE root (Concepts81.txt, ImageList/, TrainTestLabels/, Flickr/).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output data folder.")
+@click.option("--keep-empty", is_flag=True, help="Keep images without any of the 81 concepts (dropped by default).")
 @_skip_invalid
 @_holdout_options
-def nuswide(root, out, skip_invalid, holdout, holdout_split, seed):
-    """NUS-WIDE official layout -> TFRecord shards, splits train and test (--holdout: drawn from train)."""
+def nuswide(root, out, keep_empty, skip_invalid, holdout, holdout_split, seed):
+    """NUS-WIDE official layout -> TFRecord shards, splits train and test (--holdout: drawn from train).
+
+    Images without any concept are dropped from both splits, as in the papers CPSD compares with;
+    --keep-empty keeps them with an empty label set.
+    """
     from cpsd_tf.data import nuswide as nuswide_mod
 
     summaries = nuswide_mod.convert_nuswide(
-        root, out, skip_invalid=skip_invalid, holdout=_holdout(holdout, holdout_split, seed)
+        root, out, keep_empty=keep_empty, skip_invalid=skip_invalid, holdout=_holdout(holdout, holdout_split, seed)
     )
     for summary in summaries:
         _report(summary, out)

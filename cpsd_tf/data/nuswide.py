@@ -49,7 +49,7 @@ def _label_column(path, n_images, list_path) -> list:
     return values
 
 
-def parse_nuswide(root):
+def parse_nuswide(root, keep_empty=False):
     """Parse the official NUS-WIDE layout into (classes, {"train": items, "test": items}).
 
     Every label file of both splits is read and checked here, before any image is written.
@@ -57,6 +57,9 @@ def parse_nuswide(root):
     Args:
         root: str or Path, the folder holding Concepts81.txt, ImageList/, TrainTestLabels/ (or
             Groundtruth/TrainTestLabels/) and Flickr/.
+        keep_empty: bool, keep images without any of the concepts (empty labels). Defaults to False:
+            label-less images are dropped from both splits, the usual NUS-WIDE protocol of the
+            multi-label papers CPSD compares with.
     """
     root = Path(root)
     concepts, lists, labels_dir = _layout_paths(root)
@@ -70,24 +73,31 @@ def parse_nuswide(root):
             for i, value in enumerate(_label_column(label_path, len(rel_paths), lists[split])):
                 if value == "1":
                     labels[i].append(c)
-        splits[split] = [
+        items = [
             sources.Item(root / "Flickr" / rel, rel, labels[i], f"{lists[split]}: line {i + 1}")
             for i, rel in enumerate(rel_paths)
+            if keep_empty or labels[i]
         ]
+        if not items:
+            raise UserError(f"{lists[split]}: none of the {len(rel_paths)} images of split '{split}' has a "
+                            f"label (use --keep-empty to keep them)")
+        splits[split] = items
     return classes, splits
 
 
-def convert_nuswide(root, out_dir, *, skip_invalid=False, holdout=None) -> list:
+def convert_nuswide(root, out_dir, *, keep_empty=False, skip_invalid=False, holdout=None) -> list:
     """Convert the official NUS-WIDE layout into splits `train` and `test` of `out_dir` (all or none).
 
     Classes follow the order of Concepts81.txt. Image ids are the image-list paths with '/' separators
-    (`actor/0001_2124494179.jpg`). Images without any of the 81 concepts are kept with empty labels.
+    (`actor/0001_2124494179.jpg`). Images without any of the 81 concepts are dropped unless
+    `keep_empty` (then they are kept with empty labels).
     With `holdout`, its images are drawn from the train list and written as split `holdout.split`; the
     test split is untouched.
 
     Args:
         root: str or Path, the NUS-WIDE folder (Concepts81.txt, ImageList/, TrainTestLabels/, Flickr/).
         out_dir: str or Path, the data folder.
+        keep_empty: bool, keep images without labels. Defaults to False.
         skip_invalid: bool, skip missing/undecodable images instead of failing. Defaults to False.
         holdout: `holdout.Holdout` or None, a model-selection split to hold out of train. Defaults to None.
 
@@ -99,7 +109,7 @@ def convert_nuswide(root, out_dir, *, skip_invalid=False, holdout=None) -> list:
     """
     if holdout is not None:
         holdout.check(list(NUSWIDE_SPLITS), "the NUS-WIDE splits 'train' and 'test'")
-    classes, splits = parse_nuswide(root)
+    classes, splits = parse_nuswide(root, keep_empty)
     if holdout is not None:
         train, held = holdout.split_items(splits["train"], "train", _layout_paths(root)[1]["train"])
         splits = {"train": train, holdout.split: held, "test": splits["test"]}
