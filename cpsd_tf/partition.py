@@ -376,12 +376,17 @@ def describe(result) -> list:
         return "n/a" if x is None else f"{x:.3f}"
 
     lines = []
-    for name, title in (("cgp", "CGP (co-occurrence)"), ("dgp", "DGP (dis-occurrence)")):
-        sizes = result["cluster_sizes"][name]
+    if result.get("strategy") == "random":
+        # the random variant's teachers (random-0, …) take the first draw; the file keeps the cgp/dgp format
+        shown = (("cgp", "random", "Random clusters"),)
+    else:
+        shown = (("cgp", "cgp", "CGP (co-occurrence)"), ("dgp", "dgp", "DGP (dis-occurrence)"))
+    for key, name, title in shown:
+        sizes = result["cluster_sizes"][key]
         lines.append(
-            f"{title}: sizes {sizes}, mean within-cluster P+ {fmt(means[name])} (all pairs {fmt(means['all_pairs'])})"
+            f"{title}: sizes {sizes}, mean within-cluster P+ {fmt(means[key])} (all pairs {fmt(means['all_pairs'])})"
         )
-        for t, cluster in enumerate(result[name]):
+        for t, cluster in enumerate(result[key]):
             lines.append(f"  {name}-{t} ({len(cluster)}): {', '.join(classes[i] for i in cluster)}")
     return lines
 

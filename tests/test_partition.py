@@ -407,3 +407,12 @@ def test_stale_stats_json_is_rejected(tmp_path):
     (tmp_path / "data" / "stats.json").write_text(json.dumps(dict(s, classes=[f"x{i}" for i in range(6)])))
     result = CliRunner().invoke(cli, ["partition", "--recipe", str(recipe)])
     assert result.exit_code == 2 and "its classes differ from" in result.output
+
+
+def test_describe_names_the_teachers_each_partition_feeds():
+    spectral = partition.describe(partition.partition_labels(toy_stats(), k=2, strategy="spectral"))
+    assert spectral[0].startswith("CGP (co-occurrence): sizes [3, 3]")
+    assert any(line.startswith("  dgp-1 (") for line in spectral)
+    random = partition.describe(partition.partition_labels(toy_stats(), k=2, strategy="random"))
+    assert random[0].startswith("Random clusters: sizes [3, 3]")
+    assert [line.split(" (")[0].strip() for line in random[1:]] == ["random-0", "random-1"]
