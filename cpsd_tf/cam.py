@@ -147,7 +147,11 @@ def run(models, image, label, out):
     image = Path(image)
     if not image.is_file():
         raise UserError(f"{image}: no such image file")
-    rows = explain(models, image.read_bytes(), label, image_name=str(image))
+    from cpsd_tf.predict import _check_decodable
+
+    data = image.read_bytes()
+    _check_decodable(data, str(image))  # the formats the converters, predict and serving take
+    rows = explain(models, data, label, image_name=str(image))
     for row in rows:
         if row["owns"]:
             y, x = peak(row["heat"])

@@ -12,6 +12,10 @@ L = w_cls·ASL(y, ŝ) + Σ_t w_t·‖ŝ − ŷ_t‖² over the recipe's teacher 
 
 The recipe's student goes to `<run_dir>/student/`; each `ablation` variant to `<run_dir>/ablations/<name>/`.
 The teachers (and logits) must exist: this stage never trains them.
+
+Besides `loss`, the student logs its loss terms each epoch (`term_names`: `loss_asl`, `loss_distill_<set>`;
+TensorBoard `loss/asl`, `loss/distill_<set>`), weighted as they enter the loss, so they sum to `loss`. They
+are measured on the training step's own targets and outputs, and take no part in the gradient.
 """
 
 import click
@@ -45,12 +49,61 @@ def cached_targets_fn(tables):
     return targets
 
 
-def online_wrapper(teacher_sets, num_classes, positive_only=False):
+def term_names(sets):
+    """Training-log names of a student's loss terms: `loss_asl`, then `loss_distill_<set>` per teacher set
+    (in the order of `DistillationLoss.weighted_terms`)."""
+    return ["loss_asl"] + [f"loss_distill_{s}" for s in sets]
+
+
+def _term_trackers(sets):
+    import keras
+
+    return [keras.metrics.Mean(name=name) for name in term_names(sets)]
+
+
+def _track_terms(trackers, loss, targets, y_pred):
+    """Add one batch to the trackers: each example's weighted terms (`DistillationLoss.weighted_terms`).
+
+    Keras' `loss` tracker counts the batch mean once per example too, so over an epoch the term means sum
+    to the logged `loss` (when the model adds no loss of its own). Gradient-free: the optimisation is
+    the same with or without them.
+    """
+    import tensorflow as tf
+
+    terms = loss.weighted_terms(tf.stop_gradient(targets), tf.stop_gradient(y_pred))
+    for tracker, values in zip(trackers, terms.values()):
+        tracker.update_state(values)
+
+
+def term_logger(loss, sets):
+    """model -> a trainer that is `model` itself (the same layers, so the same weights and backup files)
+    and logs the loss terms (`term_names(sets)`) of the `DistillationLoss` `loss`: for cached targets,
+    which arrive with the batch as `y`."""
+    import keras
+
+    class TermLogger(keras.Model):
+        """`model`'s own graph (a Functional of its input and output) with the loss terms tracked."""
+
+        def __init__(self, model):
+            super().__init__(model.input, model.output, name=model.name)
+            self.term_trackers = _term_trackers(sets)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            total = super().compute_loss(x, y, y_pred, sample_weight, training)
+            _track_terms(self.term_trackers, loss, y, y_pred)
+            return total
+
+    return TermLogger
+
+
+def online_wrapper(teacher_sets, num_classes, positive_only=False, terms=None):
     """model -> a Keras model that trains `model` with targets from frozen teachers run on each batch.
 
     With `positive_only` (recipe `teachers.images: positive`, paper Eq. 5: a teacher distils on the images of
     its sub-task only), a teacher's columns count only for images with one of its classes: elsewhere the
     target is the student's own (gradient-free) output, so that term is zero.
+    With `terms` = (the `DistillationLoss`, the teacher set names), the loss terms are logged
+    (`term_names`) on the merged targets.
     """
     import keras
     import numpy as np
@@ -62,6 +115,7 @@ def online_wrapper(teacher_sets, num_classes, positive_only=False):
         def __init__(self, student, sets):
             super().__init__()
             self.student = student
+            self.term_trackers = _term_trackers(terms[1]) if terms else []
             self.sets = []
             for models, subsets in sets:
                 for mdl in models:
@@ -87,7 +141,11 @@ def online_wrapper(teacher_sets, num_classes, positive_only=False):
                     keep = tf.matmul(has, member) > 0  # [B, m]
                     target = tf.where(keep, target, tf.stop_gradient(tf.cast(y_pred, tf.float32)))
                 parts.append(target)
-            return super().compute_loss(x, tf.concat(parts, axis=-1), y_pred, sample_weight, training)
+            targets = tf.concat(parts, axis=-1)
+            total = super().compute_loss(x, targets, y_pred, sample_weight, training)
+            if terms:
+                _track_terms(self.term_trackers, terms[0], targets, y_pred)
+            return total
 
     def wrap(model):
         return OnlineDistiller(model, teacher_sets)
@@ -138,15 +196,19 @@ def train_student(recipe, run_dir, name, sets, model_dir, force=False):
             raise UserError(f"no train logits of {', '.join(missing)} yet ({rundir.logits_path(run_dir, missing[0])}); "
                             f"run 'cpsd-tf logits --recipe R' first")
         kwargs["targets_fn"] = cached_targets_fn([logits_mod.train_logits(recipe, run_dir, s) for s in sets])
-    else:
+    loss = make_loss(recipe, m, sets)
+    if d.teacher_logits == "online":
         positive = recipe.teachers.images == "positive" and any(s != "baseline" for s in sets)
-        kwargs["wrap_model"] = online_wrapper(_load_teacher_sets(run_dir, sets), m, positive_only=positive)
+        kwargs["wrap_model"] = online_wrapper(_load_teacher_sets(run_dir, sets), m, positive_only=positive,
+                                              terms=(loss, sets))
+    else:
+        kwargs["wrap_model"] = term_logger(loss, sets)
     init_from = rundir.baseline_dir(run_dir) / rundir.MODEL_FILE if d.init == "baseline" else None
     click.echo(f"[distill] {name}: teachers {'+'.join(sets)} ({d.teacher_logits} targets), {d.epochs} epochs")
     stage.train_model(
         recipe_mod.with_lr(recipe, d.lr), model_dir, what=f"student {name}", command="distill", values=values,
         inputs=inputs, force=force, run_dir=run_dir, num_classes=m, class_names=info.classes, epochs=d.epochs, title=name,
-        loss=make_loss(recipe, m, sets), init_from=init_from, **kwargs,
+        loss=loss, init_from=init_from, **kwargs,
     )
     metrics = rundir.model_metrics(model_dir)
     if metrics:

@@ -1,7 +1,9 @@
 """`cpsd-tf export`: a trained model as a TF Serving SavedModel, verified in a fresh process.
 
-Layout (TF Serving's): `<out>/<version>/` with `saved_model.pb`, `variables/` and `assets/classes.txt`
-(one class name per line, in output order); version = 1 + the largest integer folder already in `<out>`.
+Layout (TF Serving's): `<out>/<version>/` with `saved_model.pb`, `variables/`, `assets/classes.txt`
+(one class name per line, in output order) and `assets/thresholds.txt` (the model's calibrated
+per-class thresholds, one per line in the same order; 0.5 each for a model without calibration);
+version = 1 + the largest integer folder already in `<out>`.
 
 Only verified models are published: the SavedModel is written into a hidden temporary folder
 `<out>/.<version>.tmp-XXXXXX` (same file system, so publishing is one rename), checked there in a fresh
@@ -16,6 +18,7 @@ Signatures (inputs and outputs are batched, so TF Serving's row format works):
                               The model carries its own further preprocessing (its backbone includes it).
     pixels           pixels:  float32 [None, S, S, 3], RGB already decoded and resized, in [0, 1].
     Both return      probabilities: float32 [None, m] (sigmoid of the logits),
+                     labels:        bool    [None, m] (probability ≥ the class's calibrated threshold),
                      classes:       string  [None, m] (the class names, repeated per row).
 
 The SavedModel holds plain TensorFlow ops and variables only: `tf.saved_model.load` works without
@@ -41,6 +44,7 @@ import numpy as np
 from cpsd_tf.errors import UserError
 
 CLASSES_ASSET = "classes.txt"
+THRESHOLDS_ASSET = "thresholds.txt"
 SERVING_KEY = "serving_default"
 PIXELS_KEY = "pixels"
 TOLERANCE = 1e-5
@@ -62,8 +66,8 @@ def next_version(out_dir):
     return max(versions, default=0) + 1
 
 
-def _serving_module(model, class_names, image_size, classes_file):
-    """A `tf.Module` holding `model` with the two serving functions and the class-name asset."""
+def _serving_module(model, class_names, image_size, classes_file, thresholds, thresholds_file):
+    """A `tf.Module` holding `model` with the two serving functions and the class-name/threshold assets."""
     import tensorflow as tf
 
     from cpsd_tf.data import pipeline
@@ -74,23 +78,27 @@ def _serving_module(model, class_names, image_size, classes_file):
             self.model = model
             self.classes_asset = tf.saved_model.Asset(str(classes_file))
             self.class_names = tf.Variable(class_names, trainable=False, dtype=tf.string, name="class_names")
+            self.thresholds_asset = tf.saved_model.Asset(str(thresholds_file))
+            self.thresholds = tf.Variable(thresholds, trainable=False, dtype=tf.float32, name="thresholds")
 
         def _outputs(self, images):
             logits = tf.cast(self.model(images, training=False), tf.float32)
             rows = tf.shape(logits)[0]
+            probabilities = tf.sigmoid(logits)
             return {
-                "probabilities": tf.sigmoid(logits),
+                "probabilities": probabilities,
+                "labels": probabilities >= self.thresholds[tf.newaxis],
                 "classes": tf.tile(self.class_names[tf.newaxis], tf.stack([rows, 1])),
             }
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
         def serve_bytes(self, images):
             def one(encoded):
-                # decode_image's own error names no image; a readable message for TF Serving clients.
-                head = tf.strings.substr(encoded, 0, 4)
-                known = tf.reduce_any(tf.equal(head, [b"\x89PNG", b"GIF8"])) | tf.equal(
-                    tf.strings.substr(encoded, 0, 2), b"\xff\xd8") | tf.equal(tf.strings.substr(encoded, 0, 2), b"BM")
-                check = tf.debugging.Assert(known, [_DECODE_ERROR], name="decodable")
+                # JPEG and PNG only, as the converters and `cpsd-tf predict` (`sources.jpeg_or_png`); other
+                # bytes get a readable message for TF Serving clients (decode_image's own names no image).
+                from cpsd_tf.data.sources import jpeg_or_png
+
+                check = tf.debugging.Assert(jpeg_or_png(encoded), [_DECODE_ERROR], name="decodable")
                 with tf.control_dependencies([check]):
                     return pipeline.preprocess_eval(tf.identity(encoded), image_size)
 
@@ -105,7 +113,7 @@ def _serving_module(model, class_names, image_size, classes_file):
     return Serving()
 
 
-def write_saved_model(model, class_names, path):
+def write_saved_model(model, class_names, path, thresholds=None):
     """Write `model` as a SavedModel into `path` (a new or empty folder) with the serving signatures and asset.
 
     Not atomic by itself: `run` points it at a hidden temporary folder and publishes that folder only
@@ -115,12 +123,17 @@ def write_saved_model(model, class_names, path):
         model: a Keras model taking float32 [None, S, S, 3] images in [0, 1] and returning logits [None, m].
         class_names: list of str, the m output names.
         path: str or Path, the SavedModel folder to fill (e.g. `<out>/.1.tmp-1a2b3c4d`).
+        thresholds: array-like [m] of calibrated per-class probability thresholds, or None for 0.5 each.
+            Defaults to None.
     """
     import tensorflow as tf
 
     image_size = int(model.input_shape[1])
     if len(class_names) != int(model.output_shape[-1]):
         raise UserError(f"model has {model.output_shape[-1]} outputs but {len(class_names)} class names were given")
+    thresholds = np.full(len(class_names), 0.5, np.float32) if thresholds is None else np.asarray(thresholds, np.float32)
+    if thresholds.shape != (len(class_names),):
+        raise UserError(f"{len(thresholds)} thresholds were given for {len(class_names)} classes")
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UserError(f"{path}: a SavedModel is written into a new or empty folder, this one is not")
@@ -128,7 +141,9 @@ def write_saved_model(model, class_names, path):
     with tempfile.TemporaryDirectory(prefix="cpsd-tf-assets-") as staging:
         classes_file = Path(staging) / CLASSES_ASSET
         classes_file.write_text("".join(f"{c}\n" for c in class_names))
-        module = _serving_module(model, list(class_names), image_size, classes_file)
+        thresholds_file = Path(staging) / THRESHOLDS_ASSET
+        thresholds_file.write_text("".join(f"{float(t)!r}\n" for t in thresholds))
+        module = _serving_module(model, list(class_names), image_size, classes_file, thresholds, thresholds_file)
         signatures = {
             SERVING_KEY: module.serve_bytes.get_concrete_function(),
             PIXELS_KEY: module.serve_pixels.get_concrete_function(),
@@ -153,9 +168,12 @@ _VERIFY_SCRIPT = textwrap.dedent(
     loaded = tf.saved_model.load(path)
     images = [bytes.fromhex(h) for h in json.loads(open(images_file).read())]
     outputs = loaded.signatures["serving_default"](images=tf.constant(images))
-    np.save(out_file, outputs["probabilities"].numpy())
+    probabilities = outputs["probabilities"].numpy()
+    np.save(out_file, probabilities)
     classes = [c.decode() for c in outputs["classes"].numpy()[0]]
     asset = open(os.path.join(path, "assets", "classes.txt")).read().splitlines()
+    cuts = np.array([float(v) for v in open(os.path.join(path, "assets", "thresholds.txt")).read().split()], np.float32)
+    labels_agree = bool(np.array_equal(outputs["labels"].numpy(), probabilities >= cuts[None]))
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString(open(os.path.join(path, "saved_model.pb"), "rb").read())
     sigs = {k: v for k, v in proto.meta_graphs[0].signature_def.items() if not k.startswith("__")}
@@ -172,7 +190,7 @@ _VERIFY_SCRIPT = textwrap.dedent(
         lines = [l.strip() for l in e.message.splitlines() if l.strip()]
         bad_bytes = next((l for l in lines if "could not be decoded" in l), lines[0] if lines else "rejected")
     print(json.dumps({"classes": classes, "asset": asset, "signatures": signatures, "bad_bytes": bad_bytes,
-                      "cpsd_tf_importable": False}))
+                      "labels_agree": labels_agree, "cpsd_tf_importable": False}))
     """
 )
 
@@ -206,7 +224,8 @@ def verify(path, model, images):
 
     Returns:
         dict: max_abs_diff, images, classes (from the served outputs), signatures, bad_bytes (the
-        error message a request with undecodable bytes got), passed (max_abs_diff <= TOLERANCE).
+        error message a request with undecodable bytes got), labels_agree (the `labels` output is the
+        probabilities at the thresholds asset), passed (max_abs_diff <= TOLERANCE and labels_agree).
     """
     import tensorflow as tf
 
@@ -230,7 +249,7 @@ def verify(path, model, images):
         report = json.loads(proc.stdout.strip().splitlines()[-1])
         served = np.load(scratch / "probs.npy")
     diff = float(np.max(np.abs(served - expected))) if served.shape == expected.shape else float("inf")
-    report.update(max_abs_diff=diff, images=len(images), passed=diff <= TOLERANCE)
+    report.update(max_abs_diff=diff, images=len(images), passed=diff <= TOLERANCE and report["labels_agree"])
     return report
 
 
@@ -317,7 +336,7 @@ def run(recipe, run_dir, model=None, out=None):
     """
     import click
 
-    from cpsd_tf import rundir
+    from cpsd_tf import rundir, thresholds
 
     if out is None:
         raise UserError("export needs --out DIR (the SavedModel base folder)")
@@ -327,6 +346,7 @@ def run(recipe, run_dir, model=None, out=None):
     _check_out_dir(out)
     keras_model = rundir.load_model(model_path)
     class_names = rundir.model_classes(model_path, int(keras_model.output_shape[-1]))
+    cuts = thresholds.read(model_path if model_path.is_dir() else model_path.parent)
     images = _sample_images(recipe)
 
     out_dir = Path(os.path.abspath(out))  # absolute: the fresh-process check runs with another cwd
@@ -339,7 +359,10 @@ def run(recipe, run_dir, model=None, out=None):
     try:
         folder = _make_temp_folder(out_dir, next_version(out_dir))
         click.echo(f"Exporting {model_path} -> {out} (verified in {folder.name}, then published as the next version)")
-        write_saved_model(keras_model, class_names, folder)
+        write_saved_model(keras_model, class_names, folder, cuts)
+        if cuts is None:
+            click.echo(f"note: {model_path} has no calibrated thresholds ({thresholds.THRESHOLDS_FILE}); the "
+                       f"'labels' output uses 0.5 (re-run its stage, e.g. 'cpsd-tf run', to calibrate it)")
         try:
             report = verify(folder, keras_model, images)
         except UserError as e:
@@ -352,6 +375,9 @@ def run(recipe, run_dir, model=None, out=None):
             f"max |Δprobability| = {report['max_abs_diff']:.2e} (tolerance {TOLERANCE:g}): {status}"
         )
         click.echo(f"Undecodable bytes are refused: {report['bad_bytes']}")
+        if not report["labels_agree"]:
+            raise UserError(f"{out}: nothing published: the served 'labels' differ from the probabilities at the "
+                            f"thresholds asset")
         if not report["passed"]:
             raise UserError(
                 f"{out}: nothing published: served probabilities differ from the Keras model's "
@@ -367,6 +393,7 @@ def run(recipe, run_dir, model=None, out=None):
                     out_dir.rmdir()  # only if still empty
     target = Path(out) / str(version)
     size = _dir_size(target)
-    click.echo(f"SavedModel: {target} ({size / 1e6:.2f} MB), classes asset: {target / 'assets' / CLASSES_ASSET}")
+    click.echo(f"SavedModel: {target} ({size / 1e6:.2f} MB), assets: {target / 'assets' / CLASSES_ASSET}, "
+               f"{target / 'assets' / THRESHOLDS_ASSET}")
     return {"path": str(target), "version": version, "size_bytes": size, **report}
 

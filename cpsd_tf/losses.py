@@ -215,6 +215,17 @@ class DistillationLoss(keras.losses.Loss):
             out[f"teacher_{t}"] = sq / m if self.mse == "mean" else sq
         return out
 
+    def weighted_terms(self, y_true, y_pred):
+        """Per-example terms as they enter the loss, {"asl": w_cls·ASL, "teacher_0": w_0·SE_0, …}.
+
+        They sum to `call`'s per-example loss (up to float round-off), so their batch means sum to the loss.
+        """
+        terms = self.terms(y_true, y_pred)
+        out = {"asl": self.w_cls * terms["asl"]}
+        for t, w in enumerate(self.w_teachers):
+            out[f"teacher_{t}"] = w * terms[f"teacher_{t}"]
+        return out
+
     def call(self, y_true, y_pred):
         terms = self.terms(y_true, y_pred)
         loss = self.w_cls * terms["asl"]

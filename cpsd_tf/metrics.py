@@ -37,7 +37,8 @@ def multilabel_metrics(y_true, scores, threshold=0.5, *, from_logits=False, top_
         scores: array-like [N, m] of probabilities; with `from_logits=True`, raw logits (a sigmoid
             gives the probabilities the threshold applies to, while AP and the top-k ranking use the
             logits themselves, which avoids ties from a saturated sigmoid). Must be finite.
-        threshold: float in [0, 1], a label is predicted when its probability is ≥ threshold.
+        threshold: float in [0, 1], or array-like [m] of one per class (calibrated thresholds, see
+            `cpsd_tf.thresholds`); a label is predicted when its probability is ≥ its threshold.
             Defaults to 0.5.
         from_logits: bool, whether `scores` are logits. Defaults to False.
         top_k: int ≥ 1, size of the top-k prediction set (clipped to m). Defaults to 3.
@@ -60,7 +61,11 @@ def multilabel_metrics(y_true, scores, threshold=0.5, *, from_logits=False, top_
         (100.0, 75.0, 100.0)
     """
     y, s = _check_inputs(y_true, scores)
-    if not 0.0 <= threshold <= 1.0:
+    threshold = np.asarray(threshold, dtype=np.float64)
+    if threshold.ndim > 1 or (threshold.ndim == 1 and threshold.shape[0] != s.shape[1]):
+        raise ValueError(f"threshold must be a number or one per class ({s.shape[1]}). "
+                         f"Received: shape={threshold.shape}")
+    if not np.all((threshold >= 0.0) & (threshold <= 1.0)):
         raise ValueError(f"threshold must be a probability in [0, 1]. Received: threshold={threshold}")
     if int(top_k) != top_k or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1. Received: top_k={top_k}")

@@ -138,8 +138,12 @@ def stats_affinities(stats, tau, source="label statistics"):
 # === Normalised cut ===
 
 
-def spectral_embedding(affinity, k):
-    """Rows: the m vertices embedded by the k smallest eigenvectors of the normalised Laplacian, × D^-½."""
+def spectral_embedding(affinity, k, info=None):
+    """Rows: the m vertices embedded by the k smallest eigenvectors of the normalised Laplacian, × D^-½.
+
+    With a dict `info`, also stores there "eigen_gap": λ_{k+1} − λ_k of the Laplacian (None when k = m),
+    how clearly the graph holds k groups: near 0, the k-th cluster is an arbitrary cut.
+    """
     import scipy.linalg
     from scipy.sparse import csgraph
 
@@ -148,8 +152,11 @@ def spectral_embedding(affinity, k):
     # normed=True: I − D^-½ A D^-½; an isolated vertex gets a zero row and dd = 1 (no division by 0).
     lap, dd = csgraph.laplacian(a, normed=True, return_diag=True)
     lap = (lap + lap.T) / 2  # exact symmetry (scipy divides by d_i and d_j in a different order)
-    _, vecs = scipy.linalg.eigh(lap, subset_by_index=[0, k - 1])
-    emb = vecs / dd[:, None]
+    last = min(k, len(a) - 1)  # one eigenvalue more than needed, for the gap
+    vals, vecs = scipy.linalg.eigh(lap, subset_by_index=[0, last])
+    if info is not None:
+        info["eigen_gap"] = float(vals[k] - vals[k - 1]) if last == k else None
+    emb = vecs[:, :k] / dd[:, None]
     # Deterministic signs (k-means does not care, but the embedding is then reproducible to inspect).
     flip = np.sign(emb[np.argmax(np.abs(emb), axis=0), np.arange(k)])
     return emb * np.where(flip == 0, 1, flip)
@@ -221,18 +228,19 @@ def _to_clusters(labels, k):
     return sorted(clusters, key=lambda c: c[0])
 
 
-def spectral_clusters(affinity, k, seed=0, balanced=False):
-    """Normalised-cut clusters of a graph: a list of k non-empty, sorted lists of vertex indices."""
+def spectral_clusters(affinity, k, seed=0, balanced=False, info=None):
+    """Normalised-cut clusters of a graph: a list of k non-empty, sorted lists of vertex indices.
+
+    With a dict `info`, the eigen-gap of the cut is stored there (see `spectral_embedding`).
+    """
     m = len(affinity)
-    if k == 1:
-        return [list(range(m))]
-    if k == m:
-        return [[i] for i in range(m)]
+    if k == 1 or k == m:
+        return [list(range(m))] if k == 1 else [[i] for i in range(m)]
     from sklearn.cluster import KMeans
 
     from sklearn.exceptions import ConvergenceWarning
 
-    x = spectral_embedding(affinity, k)
+    x = spectral_embedding(affinity, k, info)
     with warnings.catch_warnings():
         # "fewer distinct clusters than n_clusters": handled by _fill_empty below.
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -246,11 +254,15 @@ def spectral_clusters(affinity, k, seed=0, balanced=False):
 # === Strategies ===
 
 
-def _spectral(p_plus, p_minus, k, seed, balanced):
-    return spectral_clusters(p_plus, k, seed, balanced), spectral_clusters(p_minus, k, seed, balanced)
+def _spectral(p_plus, p_minus, k, seed, balanced, info):
+    gaps = {"cgp": {}, "dgp": {}}
+    cgp = spectral_clusters(p_plus, k, seed, balanced, gaps["cgp"])
+    dgp = spectral_clusters(p_minus, k, seed, balanced, gaps["dgp"])
+    info["eigen_gap"] = {name: g.get("eigen_gap") for name, g in gaps.items()}
+    return cgp, dgp
 
 
-def _random(p_plus, p_minus, k, seed, balanced):
+def _random(p_plus, p_minus, k, seed, balanced, info):
     """Two independent random partitions (CGP first, then DGP, from one generator) with sizes ⌊m/k⌋ or ⌈m/k⌉.
 
     The random baseline of the paper's Fig. 3; two of them so a random-CPSD run has 2k teachers like the
@@ -320,7 +332,13 @@ def partition_labels(stats, k=DEFAULT_K, tau=DEFAULT_TAU, strategy=DEFAULT_STRAT
     solve = get_strategy(strategy)
     _warn_isolated(classes, counts, cooc)
     p_plus, p_minus = affinities(counts, cooc, tau)
-    cgp, dgp = solve(p_plus, p_minus, k, int(seed), bool(balanced))
+    info = {}
+    # One BLAS/OpenMP thread: on a shared machine the threads' spin-waits made m = 1,000 take 24-42 s
+    # instead of about 1 s, for identical clusters (eigh and k-means on m x k are small problems).
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        cgp, dgp = solve(p_plus, p_minus, k, int(seed), bool(balanced), info)
     for name, clusters in (("cgp", cgp), ("dgp", dgp)):
         check_partition(clusters, m, k, f"internal error: {strategy} {name}")
     upper = np.triu_indices(m, 1)
@@ -342,7 +360,23 @@ def partition_labels(stats, k=DEFAULT_K, tau=DEFAULT_TAU, strategy=DEFAULT_STRAT
     }
     if balanced and strategy == "spectral":
         result["size_bounds"] = list(size_bounds(m, k))
+    if "eigen_gap" in info:
+        result["eigen_gap"] = info["eigen_gap"]
+    if strategy == "spectral" and not balanced:
+        _warn_single_class_clusters(result)
     return result
+
+
+def _warn_single_class_clusters(result):
+    """A teacher of one class is no sub-task: say so, with the eigen-gap that explains it."""
+    for name in ("cgp", "dgp"):
+        singles = [result["classes"][c[0]] for c in result[name] if len(c) == 1]
+        if singles and result["k"] < len(result["classes"]):
+            gap = result.get("eigen_gap", {}).get(name)
+            gap_text = f"; eigen-gap {gap:.3g}" if gap is not None else ""
+            _warn(f"{name.upper()} has {len(singles)} cluster(s) of one class ({', '.join(map(repr, singles))}"
+                  f"{gap_text}): set partition.balanced=true (or --balanced) to keep every cluster within "
+                  f"{list(size_bounds(len(result['classes']), result['k']))} classes")
 
 
 def _warn_isolated(classes, counts, cooc):
@@ -467,6 +501,10 @@ def run(recipe, run_dir, force=False) -> dict:
         stats, source = recipe_stats(recipe)
         out = partition_labels(stats, p.k, p.tau, strategy, p.seed, p.balanced, source=source)
         write(out, path, stats=stats, plot=plot)
+        if plot is not None:  # the heat map in TensorBoard too: <run_dir>/tensorboard/, tag "partition"
+            from cpsd_tf import tensorboard
+
+            tensorboard.log_image(run_dir / tensorboard.LOG_DIR, tensorboard.PARTITION_TAG, plot)
         rundir.write_provenance(path, values, inputs)
         click.echo(f"{what.capitalize()} of {len(out['classes'])} classes from {source}: k={p.k}, tau={p.tau:g}, "
                    f"strategy={strategy}, seed={p.seed}, balanced={p.balanced}")

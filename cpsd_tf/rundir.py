@@ -31,6 +31,7 @@ ABLATIONS_DIR = "ablations"
 LOGITS_DIR = "logits"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
+RESULTS_PNG = "results.png"
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 PROVENANCE_FILE = "provenance.json"
@@ -402,7 +403,8 @@ def remove_artefact(artefact):
     if not record.is_file():
         return
     if artefact.is_dir():
-        for name in (MODEL_FILE, METRICS_FILE, PROVENANCE_FILE, "selection.json", "best.weights.h5"):
+        for name in (MODEL_FILE, METRICS_FILE, PROVENANCE_FILE, "selection.json", "best.weights.h5",
+                     "thresholds.json"):
             (artefact / name).unlink(missing_ok=True)
         for name in ("backup", "tensorboard"):
             shutil.rmtree(artefact / name, ignore_errors=True)

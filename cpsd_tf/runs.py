@@ -86,4 +86,19 @@ def run(recipe, run_dir):
             record_recipe(recipe, run_dir)
     for line in verdict(report or {}, rundir.variant_name(recipe.distill.teachers)):
         click.echo(line)
+    for line in written(run_dir):
+        click.echo(line)
     return Path(run_dir)
+
+
+def written(run_dir):
+    """Where the run's outputs are, one line each (only those that exist)."""
+    run_dir = Path(run_dir)
+    lines = [f"Run directory: {run_dir}"]
+    for label, path in (("results", run_dir / rundir.RESULTS_MD), ("figure", run_dir / rundir.RESULTS_PNG),
+                        ("partition", run_dir / rundir.PARTITION_FILE), ("student", run_dir / rundir.STUDENT_DIR),
+                        ("baseline", rundir.baseline_dir(run_dir))):
+        if path.exists():
+            lines.append(f"  {label + ':':<11}{path}")
+    lines.append(f"  TensorBoard: tensorboard --logdir {run_dir}")
+    return lines

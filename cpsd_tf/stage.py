@@ -1,5 +1,8 @@
 """What every model-training stage shares: lock the model folder, check its provenance, train, record.
 
+A finished model also gets its calibrated per-class thresholds (`thresholds.json`, see
+`cpsd_tf.thresholds`), chosen on the selection split once the model is selected.
+
 `train_model` is the only way a stage writes a model folder, so every model of a run is locked while it
 trains, refuses to resume or reuse work made from other recipe values, and remembers what it was made
 from.
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from cpsd_tf import rundir, train
+from cpsd_tf import rundir, thresholds, train
 from cpsd_tf.data import prepare
 
 # Recipe values every model depends on; stages add their own (teachers.*, distill.*, …).
@@ -76,10 +79,12 @@ def train_model(recipe, model_dir, *, what, command, values, inputs, force=False
                 rundir.check_provenance(model_dir, values, inputs, what=what, command=command)
             if rundir.model_is_done(model_dir):
                 click.echo(f"[{command}] {what} finished already, skipped")
+                thresholds.ensure(recipe, model_dir)  # a model finished before thresholds existed
                 return "skipped"
             if not record or force:
                 rundir.write_provenance(model_dir, values, inputs)
             train.fit(recipe, model_dir, **fit_kwargs)
+            thresholds.ensure(recipe, model_dir)
             return "trained"
     except rundir.Busy as e:
         if busy == "skip":

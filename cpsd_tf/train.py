@@ -3,7 +3,7 @@
 AdamW (decoupled weight decay, none on biases and normalisation parameters), warm-up + cosine schedule,
 weight EMA with raw and EMA weights both evaluated each epoch on the selection split (the better one is
 kept, as the official code does), a backup of the training state each epoch for resume, TensorBoard logs
-and `metrics.json`.
+(tags and steps: `cpsd_tf.tensorboard`) and `metrics.json`.
 
 A model folder holds, when finished: `model.keras`, `metrics.json`, `tensorboard/` (plus what other modules
 add: `provenance.json`, `.lock`). While training it also holds `backup/` (resume state: weights with the
@@ -276,18 +276,21 @@ def _backup_callback(model_dir, title, epochs):
 
 def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir, title, recipe):
     import keras
-    import tensorflow as tf
 
+    from cpsd_tf import tensorboard as tb
     from cpsd_tf.metrics import multilabel_metrics
 
     class SelectBest(keras.callbacks.SwapEMAWeights):
-        """Each epoch: val mAP of raw and EMA weights; keep the best weights seen (resumable state)."""
+        """Each epoch: val mAP of raw and EMA weights; keep the best weights seen (resumable state).
+
+        Logs `selection/val_mAP/raw`, `val_mAP/ema` and `val_AP/<class>` (raw) at step = epoch number (from 1).
+        """
 
         def __init__(self):
             super().__init__(swap_on_epoch=False)
             self.state_path = Path(model_dir) / SELECTION_FILE
             self.best_path = Path(model_dir) / BEST_WEIGHTS_FILE
-            self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "selection"))
+            self.writer = tb.EventWriter(Path(log_dir) / tb.SELECTION_DIR)
             self.state = {"best_mAP": -1.0, "best_epoch": -1, "best_weights": None, "history": []}
 
         def on_train_begin(self, logs=None):
@@ -344,15 +347,52 @@ def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir,
                                   best_metrics={k: v for k, v in best.items() if k != "AP_per_class"})
             with saving(model_dir, 0):
                 io.write_json(self.state_path, self.state)
-            with self.writer.as_default(step=epoch + 1):
-                for k, v in candidates.items():
-                    tf.summary.scalar(f"val_mAP/{k}", v["mAP"])
-                for name, ap in zip(class_names, candidates["raw"]["AP_per_class"]):
-                    if ap is not None:
-                        tf.summary.scalar(f"val_AP/{name}", ap)
-            self.writer.flush()
+            scalars = {f"val_mAP/{k}": v["mAP"] for k, v in candidates.items()}
+            scalars.update({f"val_AP/{name}": ap for name, ap in zip(class_names, candidates["raw"]["AP_per_class"])
+                            if ap is not None})
+            with saving(model_dir, 0):
+                self.writer.scalars(scalars, step=epoch + 1)
+
+        def on_train_end(self, logs=None):
+            self.writer.close()
 
     return SelectBest()
+
+
+def _tensorboard_callback(model_dir, log_dir, recipe, hparams, selection):
+    import keras
+
+    from cpsd_tf import tensorboard as tb
+
+    class TensorBoardLogs(keras.callbacks.Callback):
+        """The model's TensorBoard logs besides `selection/` (tags: `cpsd_tf.tensorboard`).
+
+        Start: the recipe text and the HParams session in `log_dir`. Each epoch: the training logs in
+        `train/` at step = epoch number (from 1): `epoch_loss`, `epoch_learning_rate`, a student's loss terms
+        `loss/<term>`; the `val_*` logs are the selection callback's, logged by it. End: the best selection
+        mAP of `selection` (the HParams metric).
+        """
+
+        def on_train_begin(self, logs=None):
+            self.root = tb.EventWriter(log_dir)
+            self.train = tb.EventWriter(Path(log_dir) / tb.TRAIN_DIR)
+            with saving(model_dir, 0):
+                tb.log_model_start(self.root, recipe, hparams, trial_id=model_dir)
+
+        def on_epoch_end(self, epoch, logs=None):
+            scalars = {tb.train_tag(k): float(v) for k, v in (logs or {}).items()
+                       if not k.startswith("val_") and np.isscalar(v)}
+            scalars["epoch_learning_rate"] = _learning_rate(self.model.optimizer)
+            with saving(model_dir, 0):
+                self.train.scalars(scalars, step=epoch + 1)
+
+        def on_train_end(self, logs=None):
+            with saving(model_dir, 0):
+                tb.log_best(self.root, selection.state["best_mAP"], selection.state["best_epoch"])
+            self.root.close()
+            self.train.close()
+
+    return TensorBoardLogs()
 
 
 def fit(
@@ -460,12 +500,19 @@ def fit(
     # Fail before the first epoch rather than after it: an epoch saves the best weights and the backup.
     ensure_space(model_dir, 2 * state_bytes(trainer))
 
-    log_dir = model_dir / "tensorboard"
+    from cpsd_tf import tensorboard as tb
+    from cpsd_tf.losses import DistillationLoss
+
+    log_dir = model_dir / tb.LOG_DIR
+    role = ("student" if isinstance(loss, DistillationLoss) else "teacher" if subset is not None
+            else "baseline" if title.startswith("baseline") else title)  # title "pretrain": role "pretrain"
+    hparams = tb.model_hparams(recipe, title, role=role, epochs=epochs)
+    selection = _selection_callback(model_dir, val_ds, val_y, class_names, optimizer.use_ema, log_dir, title, recipe)
     callbacks = [
         _stop_on_non_finite_loss(title, recipe),
-        _selection_callback(model_dir, val_ds, val_y, class_names, optimizer.use_ema, log_dir, title, recipe),
+        selection,
         _backup_callback(model_dir, title, epochs),
-        keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch"),
+        _tensorboard_callback(model_dir, log_dir, recipe, hparams, selection),
         *extra_callbacks,
     ]
     # A live bar on a terminal; one line per epoch in logs and pipes (a bar there writes every step).

@@ -114,3 +114,22 @@ def test_cli_label_nobody_predicts_exits_2(models_and_image):
     assert result.exit_code == 2
     assert "--label 'purple': no given model predicts this class; they predict: blue, green" in result.output
     assert not (root / "x.png").exists()
+
+
+@pytest.mark.parametrize("kind, fragment", [("gif", "is GIF, not JPEG or PNG"),
+                                            ("junk", "could not be decoded as an image")])
+def test_cli_image_outside_the_served_formats_exits_2(models_and_image, kind, fragment):
+    import io
+
+    root, paths, _ = models_and_image
+    bad = root / "bad.img"
+    if kind == "gif":
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (200, 0, 0)).save(buffer, format="GIF")
+        bad.write_bytes(buffer.getvalue())
+    else:
+        bad.write_bytes(b"not an image")
+    result = CliRunner().invoke(cli, ["cam", "--model", str(paths["student"]), "--image", str(bad),
+                                      "--label", "red", "--out", str(root / "bad.png")])
+    assert result.exit_code == 2 and f"{bad}: {fragment}" in result.output
+    assert not (root / "bad.png").exists()

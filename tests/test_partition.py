@@ -416,3 +416,31 @@ def test_describe_names_the_teachers_each_partition_feeds():
     random = partition.describe(partition.partition_labels(toy_stats(), k=2, strategy="random"))
     assert random[0].startswith("Random clusters: sizes [3, 3]")
     assert [line.split(" (")[0].strip() for line in random[1:]] == ["random-0", "random-1"]
+
+
+def test_clustering_runs_in_one_blas_thread(monkeypatch):
+    """Spin-waiting BLAS threads made partition 5-40x slower on a shared machine: the solver gets one."""
+    from threadpoolctl import threadpool_info
+
+    seen = {}
+
+    def spy(p_plus, p_minus, k, seed, balanced, info):
+        seen["threads"] = {pool["internal_api"]: pool["num_threads"] for pool in threadpool_info()}
+        return partition._random(p_plus, p_minus, k, seed, balanced, info)
+
+    monkeypatch.setitem(partition.STRATEGIES, "random", spy)
+    partition.partition_labels(toy_stats(), k=2, strategy="random")
+    assert seen["threads"] and set(seen["threads"].values()) == {1}, seen
+
+
+def test_eigen_gap_is_reported_and_one_class_clusters_warned(capsys):
+    blocks = partition.partition_labels(toy_stats(), k=2)
+    assert blocks["eigen_gap"]["cgp"] > 0.5  # two disconnected blocks: a clear 2-way cut
+    coco = _real_result("coco")
+    # COCO k = 5: CGP gap 0.0087, DGP 0.0011, an arbitrary 5-way cut (sizes [46, 29, 3, 1, 1])
+    assert coco["eigen_gap"]["dgp"] < 0.005 and coco["eigen_gap"]["dgp"] < coco["eigen_gap"]["cgp"]
+    partition.partition_labels(real_stats("coco"), k=5)
+    err = capsys.readouterr().err
+    assert "warning: DGP has 2 cluster(s) of one class" in err and "partition.balanced=true" in err
+    partition.partition_labels(real_stats("coco"), k=5, balanced=True)
+    assert "cluster(s) of one class" not in capsys.readouterr().err

@@ -165,6 +165,7 @@ def test_evaluate_prints_results_on_a_read_only_run(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir, "load_model", lambda d: None)
     monkeypatch.setattr(evaluate.prepare, "require", lambda *a, **k: None)
     monkeypatch.setattr(evaluate, "evaluate_model", lambda *a, **k: dict.fromkeys(evaluate.TABLE_KEYS, 50.0))
+    monkeypatch.setattr(evaluate.thresholds, "for_model", lambda *a, **k: None)
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")

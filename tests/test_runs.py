@@ -38,3 +38,14 @@ def test_verdict_says_plainly_where_the_student_stands():
         "cpsd is below the baseline on test_ood: 39.00 vs 40.00 mAP (-1.00)",
     ]
     assert runs.verdict({"models": {"cpsd": {}}}, "cpsd") == []
+
+
+def test_the_run_names_the_paths_it_wrote(tmp_path):
+    (tmp_path / "results.md").write_text("x")
+    (tmp_path / "student").mkdir()
+    lines = runs.written(tmp_path)
+    assert lines[0] == f"Run directory: {tmp_path}"
+    assert any(line.split() == ["results:", str(tmp_path / "results.md")] for line in lines)
+    assert any(line.split() == ["student:", str(tmp_path / "student")] for line in lines)
+    assert not any(line.strip().startswith(("figure:", "baseline:")) for line in lines)  # not written: not named
+    assert lines[-1].endswith(f"tensorboard --logdir {tmp_path}")

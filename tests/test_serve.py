@@ -247,3 +247,29 @@ def test_predict_bad_image_exits_2(run, tmp_path):
     result = CliRunner().invoke(cli, ["predict", "--model", str(run["student"]), str(bad)])
     assert result.exit_code == 2
     assert f"{bad}: could not be decoded as an image" in result.output
+
+
+# === Image formats: JPEG and PNG only, as the converters (what training decodes) ===
+
+
+def test_serving_refuses_formats_the_converters_refuse(exported):
+    """decode_image would take GIF, BMP and WebP; the signature takes JPEG and PNG, like the records."""
+    from helpers_images import image_bytes
+
+    serve = tf.saved_model.load(str(exported["out"] / "1")).signatures["serving_default"]
+    assert serve(images=tf.constant([image_bytes("JPEG", 20), image_bytes("PNG", 20)]))["probabilities"].shape[0] == 2
+    for fmt in ("GIF", "BMP", "WEBP"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="could not be decoded: expected JPEG or PNG bytes"):
+            serve(images=tf.constant([image_bytes("PNG", 20), image_bytes(fmt, 20)]))
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "BMP", "WEBP"])
+def test_predict_refuses_formats_the_converters_refuse(run, exported, tmp_path, fmt):
+    from helpers_images import write_image
+
+    image = tmp_path / f"pic.{fmt.lower()}"
+    write_image(image, fmt=fmt, size=20)
+    for model in (run["student"], exported["out"]):
+        result = CliRunner().invoke(cli, ["predict", "--model", str(model), str(image)])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [f"Error: {image}: is {fmt}, not JPEG or PNG"]

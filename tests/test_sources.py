@@ -463,3 +463,16 @@ def test_csv_skip_invalid_counts_and_reports_first(tmp_path):
     assert "skipped" not in result.stdout
     assert [(r["id"], r["index"]) for r in read(out, "train")] == [("a.jpg", 0)]
     assert "Wrote 1 images of split 'train' (1 classes)" in result.stdout
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "BMP", "WEBP"])
+def test_csv_refuses_formats_training_does_not_take(tmp_path, fmt):
+    """JPEG and PNG only (what `predict` and the serving signature take too); the error names the file."""
+    img_dir = images_in(tmp_path / "imgs", ["a.jpg", "b.png"])
+    (img_dir / f"c.{fmt.lower()}").write_bytes(image_bytes(fmt))
+    labels = tmp_path / "train.csv"
+    labels.write_text(f"path,labels\na.jpg,cat\nb.png,dog\nc.{fmt.lower()},cat\n")
+    out = tmp_path / "data"
+    result = run("csv", "--labels", labels, "--images", img_dir, "--split", "train", "--out", out)
+    assert_error(result, f"{labels}: line 4", f"c.{fmt.lower()}", f"is {fmt}, not JPEG or PNG")
+    assert_nothing_written(out)

@@ -5,7 +5,9 @@
 Each seed runs `cpsd-tf run --recipe R --run-dir <out>/seed-<S> --set seed=<S>` in its own process
 (finished stages are skipped, so an interrupted sweep resumes), then `<out>/summary.json` and
 `<out>/summary.md` hold, per model and split, the mean and standard deviation (ddof=1) of mAP, CF1 and
-OF1 over the seeds, and the per-seed values. The training data stay the same for all seeds
+OF1 over the seeds, and the per-seed values; `<out>/results.png` draws the means with one-std error bars
+(and the per-class AP of the student against the baseline, averaged over seeds).
+`--summarise-only` skips training and summarises run directories that exist (`--runs DIR ...`). The training data stay the same for all seeds
 (`data.seed`); the seed changes initialisation, shuffling, augmentation and the partition's k-means.
 """
 
@@ -48,16 +50,39 @@ def table(summary, seeds):
     return "\n".join(lines)
 
 
+def figure(per_seed, summary, png, title):
+    """results.png of the seeds: mean mAP with std error bars, per-class AP averaged over seeds."""
+    from cpsd_tf import results_plot
+
+    splits = next(iter(per_seed.values())).get("splits", [])
+    report = {"splits": splits, "details": {},
+              "models": {m: {s: {"mAP": v["mAP"]["mean"]} for s, v in per.items()} for m, per in summary.items()}}
+    errors = {m: {s: v["mAP"]["std"] for s, v in per.items()} for m, per in summary.items()}
+    for model in ("baseline", "cpsd"):
+        for split in splits:
+            rows = [r.get("details", {}).get(model, {}).get(split, {}).get("AP_per_class") for r in per_seed.values()]
+            if rows and all(rows):
+                mean = [None if any(v is None for v in col) else statistics.fmean(col) for col in zip(*rows)]
+                report["details"].setdefault(model, {})[split] = {"AP_per_class": mean}
+    results_plot.plot(report, png, title=title, errors=errors)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="recipes/scenes_ablation.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override KEY=VALUE")
+    parser.add_argument("--summarise-only", action="store_true", help="summarise existing runs, train nothing")
+    parser.add_argument("--runs", nargs="+", help="with --summarise-only: the run directories (one per seed)")
     args = parser.parse_args()
     out = Path(args.out)
     per_seed = {}
-    for seed in args.seeds:
+    if args.summarise_only:
+        runs = [Path(r) for r in args.runs] if args.runs else [out / f"seed-{s}" for s in args.seeds]
+        per_seed = {i: json.loads((r / "results.json").read_text()) for i, r in enumerate(runs)}
+        args.seeds = [f"{r}" for r in runs] if args.runs else args.seeds
+    for seed in [] if args.summarise_only else args.seeds:
         run_dir = out / f"seed-{seed}"
         cmd = [sys.executable, "-m", "cpsd_tf", "run", "--recipe", args.recipe, "--run-dir", str(run_dir),
                "--set", f"seed={seed}", "--set", f"partition.seed={seed}"]
@@ -74,7 +99,9 @@ def main():
                                                   "overrides": args.overrides, "summary": summary}, indent=2))
     text = table(summary, args.seeds)
     (out / "summary.md").write_text(text + "\n")
+    figure(per_seed, summary, out / "results.png", f"{args.recipe}, {len(per_seed)} seeds")
     print(text)
+    print(f"Wrote {out / 'summary.json'}, {out / 'summary.md'}, {out / 'results.png'}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import click
 from cpsd_tf import __version__
 from cpsd_tf.cli import data, partition, scenes, stages
 from cpsd_tf.cli.faults import fault_to_user_error
+from cpsd_tf.cli.groups import Group
 from cpsd_tf.errors import OneLineUsageError
 
 
@@ -37,7 +38,7 @@ def _clean_errors():
         raise err from e
 
 
-class _Group(click.Group):
+class _Group(Group):
     """The top-level group: its errors are converted here, inside click, so `CliRunner` sees exit 2 too.
 
     Usage errors of the group itself come from `make_context`; those of the verbs (and of `data`'s

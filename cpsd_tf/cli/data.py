@@ -2,6 +2,8 @@
 
 import click
 
+from cpsd_tf.cli.groups import Group
+
 _skip_invalid = click.option(
     "--skip-invalid", is_flag=True,
     help="Skip images that are missing, not JPEG/PNG, or that TensorFlow's decoder (the one training uses) cannot "
@@ -48,9 +50,13 @@ def _report(summary, out):
     click.echo(f"Wrote {summary.count} images of split '{summary.split}' ({summary.num_classes} classes) to {out}")
 
 
-@click.group("data")
+@click.group("data", cls=Group)
 def group():
-    """Convert a data set to TFRecord shards, or generate the bundled scenes benchmark."""
+    """Convert or generate a data set (TFRecord shards).
+
+    coco, nuswide and csv convert a data set on disk; scenes generates the bundled benchmark; build
+    makes the recipe's data set with its generator.
+    """
 
 
 @group.command("coco")
@@ -62,7 +68,10 @@ def group():
 @_skip_invalid
 @_holdout_options
 def coco(annotations, images, split, out, keep_empty, skip_invalid, holdout, holdout_split, seed):
-    """COCO-2014 instances JSON + image folder -> TFRecord shards (classes: category names, sorted)."""
+    """COCO-2014 instances JSON + image folder -> TFRecord shards.
+
+    The classes are the category names, sorted.
+    """
     from cpsd_tf.data import coco as coco_mod
 
     summaries = coco_mod.convert_coco(
@@ -80,10 +89,10 @@ def coco(annotations, images, split, out, keep_empty, skip_invalid, holdout, hol
 @_skip_invalid
 @_holdout_options
 def nuswide(root, out, keep_empty, skip_invalid, holdout, holdout_split, seed):
-    """NUS-WIDE official layout -> TFRecord shards, splits train and test (--holdout: drawn from train).
+    """NUS-WIDE official layout -> TFRecord shards (train and test).
 
     Images without any concept are dropped from both splits, as in the papers CPSD compares with;
-    --keep-empty keeps them with an empty label set.
+    --keep-empty keeps them with an empty label set. --holdout draws the held-out split from train.
     """
     from cpsd_tf.data import nuswide as nuswide_mod
 
@@ -95,7 +104,8 @@ def nuswide(root, out, keep_empty, skip_invalid, holdout, holdout_split, seed):
 
 
 @group.command("csv")
-@click.option("--labels", required=True, type=click.Path(dir_okay=False), help="CSV (path,labels with ';') or JSONL file.")
+@click.option("--labels", required=True, type=click.Path(dir_okay=False),
+              help="CSV (header 'path,labels', labels ';'-separated) or, if named *.jsonl, JSONL file.")
 @click.option("--images", required=True, type=click.Path(file_okay=False), help="Folder the image paths are relative to.")
 @click.option("--split", required=True, help="Split name to write.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output data folder.")
@@ -103,7 +113,18 @@ def nuswide(root, out, keep_empty, skip_invalid, holdout, holdout_split, seed):
 @_skip_invalid
 @_holdout_options
 def csv(labels, images, split, out, classes_file, skip_invalid, holdout, holdout_split, seed):
-    """A CSV/JSONL list of images and labels -> TFRecord shards.
+    """A CSV or JSONL list of images and labels -> TFRecord shards.
+
+    \b
+    The format follows the extension of --labels: .jsonl is JSONL, any other is CSV.
+    CSV: the header line 'path,labels', then per line an image path (relative to --images) and its
+    class names separated by ';' (empty for no label; quote a field holding a comma), e.g.
+      street/0001.jpg,car;person
+    JSONL: per line one object with "path" (relative to --images) and "labels", a list of class names
+    (or, with --classes, 0-based indices into it), e.g.
+      {"path": "street/0001.jpg", "labels": ["car", "person"]}
+    Blank lines are skipped. The classes are those of --classes, in its order, else the names found,
+    sorted.
 
     An image listed more than once with the same labels is kept once (the duplicates are merged
     silently); listed with different label sets, it is an error naming the image and both sets.
@@ -123,7 +144,7 @@ def csv(labels, images, split, out, classes_file, skip_invalid, holdout, holdout
 @click.option("--split", default="train", show_default=True, help="Split to count.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output label-statistics JSON.")
 def stats(data_dir, split, out):
-    """Label statistics of a split: class counts and co-occurrence counts."""
+    """Label statistics of a split: class and co-occurrence counts."""
     from cpsd_tf import stats as stats_mod
 
     result = stats_mod.run(data_dir, split, out)

@@ -20,7 +20,9 @@ STRATEGY_NAMES = ["spectral", "random"]
 @click.option("--plot", type=click.Path(dir_okay=False), help="With --stats: also write a PNG of the affinities ordered by cluster.")
 @click.option("--force", is_flag=True, help="With --recipe: redo a partition made from other recipe values.")
 def partition(recipe, run_dir, overrides, stats_path, k, tau, strategy, seed, balanced, out, plot, force):
-    """Partition the labels twice: co-occurrence (CGP) and dis-occurrence (DGP) clusters.
+    """Partition the labels twice: CGP and DGP clusters.
+
+    CGP groups labels that often co-occur, DGP labels that rarely do (--strategy random: random clusters).
 
     \b
     cpsd-tf partition --stats coco2014_train_label_stats.json --k 5 --tau 2 --out partition.json --plot partition.png

@@ -57,7 +57,7 @@ def config_from_options(overrides: dict):
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same data).")
 @_knob_options
 def scenes(out, seed, **knobs):
-    """Generate the scenes benchmark from scikit-learn's handwritten digits.
+    """Generate the scenes benchmark from scikit-learn's digits.
 
     \b
     30 classes (digit x colour, e.g. "red-3") in 6 scenes of 5; splits train, val, test (objects drawn

@@ -58,7 +58,7 @@ def force_option(f):
 @recipe_options
 @force_option
 def data_build(recipe, run_dir, overrides, force):
-    """Build the recipe's data set with its generator (data.generator) into data.dir."""
+    """Build the recipe's data set (data.generator) into data.dir."""
     del run_dir  # the data set lives in data.dir, shared by runs
     r = _load(recipe, overrides)
     from cpsd_tf.data import prepare  # after the quiet TensorFlow import of _load
@@ -71,7 +71,10 @@ def data_build(recipe, run_dir, overrides, force):
 @recipe_options
 @force_option
 def pretrain(recipe, run_dir, overrides, force):
-    """Pretrain the backbone on the single-object split (pretrain.*) -> <run_dir>/pretrain/."""
+    """Pretrain the backbone on the single-object split.
+
+    Settings: the recipe's pretrain.* keys; writes <run_dir>/pretrain/.
+    """
     r, directory = _writing(recipe, run_dir, overrides)
     from cpsd_tf import pretrain as stage  # after the quiet TensorFlow import of _load
 
@@ -97,7 +100,10 @@ def baseline(recipe, run_dir, overrides, force):
 @click.option("--only", help="Comma-separated teachers to train, e.g. cgp-1,dgp-0.")
 @click.option("--shard", help="Train the i-th of n equal shares of the teachers, e.g. 0/2.")
 def teachers(recipe, run_dir, overrides, force, only, shard):
-    """Train the 2k teachers of partition.json (a teacher another process is training is skipped)."""
+    """Train the 2k teachers of partition.json.
+
+    A teacher another process is training is skipped.
+    """
     r, directory = _writing(recipe, run_dir, overrides)
     from cpsd_tf import teachers as stage  # after the quiet TensorFlow import of _load
 
@@ -109,7 +115,12 @@ def teachers(recipe, run_dir, overrides, force, only, shard):
 @recipe_options
 @force_option
 def logits(recipe, run_dir, overrides, force):
-    """Export the teachers' merged logits on the train split (for distill.teacher_logits: cached_clean)."""
+    """Cache the teachers' merged logits on the train split.
+
+    Only needed for distill.teacher_logits: cached_clean (logits/<set>.npy, one row per train image) or
+    cached_views (logits/views/<set>.npy, one row per augmented view the students will see); with the
+    default, online, it has nothing to do.
+    """
     r, directory = _writing(recipe, run_dir, overrides)
     from cpsd_tf import logits as stage  # after the quiet TensorFlow import of _load
 
@@ -121,7 +132,16 @@ def logits(recipe, run_dir, overrides, force):
 @recipe_options
 @force_option
 def distill(recipe, run_dir, overrides, force):
-    """Train the student (and the recipe's ablation students) from the trained teachers."""
+    """Train the student (and its ablation students) from the teachers.
+
+    \b
+    Trains the recipe's student into <run_dir>/student/ and each ablation variant into
+    <run_dir>/ablations/<name>/, from finished teachers: it never trains teachers (run
+    'cpsd-tf teachers' first). The teachers' targets, by distill.teacher_logits:
+      online        (default) the frozen teachers run on each augmented batch the student sees;
+      cached_views  the same targets, read from the tables written by 'cpsd-tf logits';
+      cached_clean  the teachers' logits of the un-augmented train images, from 'cpsd-tf logits'.
+    """
     r, directory = _writing(recipe, run_dir, overrides)
     from cpsd_tf import distill as stage  # after the quiet TensorFlow import of _load
 
@@ -134,7 +154,10 @@ def distill(recipe, run_dir, overrides, force):
 @click.option("--model", type=click.Path(), help="Model to evaluate (default: every trained model of the run).")
 @click.option("--split", help="Split to evaluate (default: the recipe's eval_splits).")
 def evaluate(recipe, run_dir, overrides, model, split):
-    """Evaluate trained models on the evaluation splits (writes results.json/.md, never recipe.yaml)."""
+    """Evaluate trained models on the evaluation splits.
+
+    Writes results.json and results.md, never recipe.yaml.
+    """
     r, directory = _reading(recipe, run_dir, overrides)
     from cpsd_tf import evaluate as stage  # after the quiet TensorFlow import of _load
 
@@ -146,7 +169,11 @@ def evaluate(recipe, run_dir, overrides, model, split):
 @click.option("--model", type=click.Path(), help="Model to export (default: the run's student).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="SavedModel base folder.")
 def export(recipe, run_dir, overrides, model, out):
-    """Export a SavedModel for TF Serving (DIR/<next version>/) and verify it in a fresh process."""
+    """Export a verified SavedModel for TF Serving.
+
+    Written to OUT/<next version>/ and published only after a fresh process has checked that it serves
+    the Keras model's probabilities.
+    """
     r, directory = _reading(recipe, run_dir, overrides)
     from cpsd_tf import export as stage  # after the quiet TensorFlow import of _load
 
@@ -156,7 +183,9 @@ def export(recipe, run_dir, overrides, model, out):
 @click.command("run")
 @recipe_options
 def run(recipe, run_dir, overrides):
-    """Run every stage of a recipe in order; finished work made from the same values is kept.
+    """Run every stage of a recipe, keeping finished work.
+
+    The stages run in order; finished work made from the same recipe values is kept.
 
     \b
     Interrupted? Run the same command again: finished models are skipped and a model cut off mid-training
@@ -177,7 +206,7 @@ def run(recipe, run_dir, overrides):
 @click.option("--label", required=True, help="Class name to explain.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
 def cam(model, image, label, out):
-    """Class activation map overlay (Grad-CAM) for a label, one row per model."""
+    """Grad-CAM overlay of a label on an image, one row per model."""
     from cpsd_tf import cam as stage
     from cpsd_tf.quiet import import_tensorflow
 
@@ -189,11 +218,13 @@ def cam(model, image, label, out):
 @click.option("--model", required=True, type=click.Path(exists=True),
               help="A .keras model (or its folder), a SavedModel folder or an export base folder.")
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Probability cut-off.")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="One probability cut-off for every class (default: the model's calibrated per-class "
+                   "thresholds, chosen on the selection split; 0.5 for a model without them).")
 @click.option("--top", type=click.IntRange(min=1), help="At most this many labels per image.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def predict(model, images, threshold, top, as_json):
-    """Labels of IMAGES above a threshold, with their probabilities."""
+    """Labels of IMAGES at or above their threshold, with their probabilities."""
     from cpsd_tf import predict as stage
     from cpsd_tf.quiet import import_tensorflow
 

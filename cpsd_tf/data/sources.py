@@ -77,8 +77,36 @@ class _Skips:
 
 # === Images ===
 
+# The image formats of the whole package: converters, `cpsd-tf predict` and the serving signature of
+# `cpsd-tf export` take JPEG and PNG only, the formats the records hold and so the only ones training
+# decodes (TensorFlow's `decode_image` would also take BMP, GIF and WebP).
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def is_jpeg_or_png(data: bytes) -> bool:
+    """Whether `data` starts as a JPEG or a PNG file does (not whether it decodes)."""
+    return data.startswith(JPEG_MAGIC) or data.startswith(PNG_SIGNATURE)
+
+
+def jpeg_or_png(data):
+    """`is_jpeg_or_png` in a graph: a scalar bool tensor for a scalar string tensor `data`."""
+    import tensorflow as tf
+
+    return tf.logical_or(tf.io.is_jpeg(data), tf.equal(tf.strings.substr(data, 0, 8), PNG_SIGNATURE))
+
+
+def other_format(data: bytes):
+    """The Pillow name of `data`'s format (e.g. "GIF") when it is an image that is not JPEG/PNG, else None."""
+    from PIL import Image
+
+    if is_jpeg_or_png(data):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.format
+    except Exception:  # Pillow raises many types for unknown data; the answer is the same.
+        return None
 
 
 def _decoded(items: Sequence[Item]):
@@ -97,8 +125,7 @@ def _decoded(items: Sequence[Item]):
 
     def load(i, path):
         data = tf.io.read_file(path)
-        known = tf.logical_or(tf.io.is_jpeg(data), tf.equal(tf.strings.substr(data, 0, 8), PNG_SIGNATURE))
-        with tf.control_dependencies([tf.debugging.Assert(known, ["not JPEG or PNG"])]):
+        with tf.control_dependencies([tf.debugging.Assert(jpeg_or_png(data), ["not JPEG or PNG"])]):
             shape = tf.shape(decode(data))
         return i, data, shape
 
@@ -124,8 +151,6 @@ def why_invalid(path) -> str:
     Args:
         path: str or Path, the image file.
     """
-    from PIL import Image
-
     tf = records._tf()  # first, so TensorFlow loads quietly before `pipeline` imports it
     from cpsd_tf.data.pipeline import decode
 
@@ -140,12 +165,9 @@ def why_invalid(path) -> str:
         return f"cannot read ({e.strerror or e})"
     if not data:
         return "empty file"
-    if not (data.startswith(JPEG_MAGIC) or data.startswith(PNG_SIGNATURE)):
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                return f"is {img.format}, not JPEG or PNG"
-        except Exception:  # Pillow raises many types for unknown data; the answer is the same.
-            return "not a decodable image (unknown format)"
+    if not is_jpeg_or_png(data):
+        other = other_format(data)
+        return f"is {other}, not JPEG or PNG" if other else "not a decodable image (unknown format)"
     try:
         decode(tf.constant(data))
     except tf.errors.OpError as e:
