@@ -14,8 +14,39 @@ from cpsd_tf.data import prepare, records
 from cpsd_tf.errors import UserError
 
 
+# --shard auto: (index variable, count variable, first-index variable) of the schedulers we know
+SCHEDULERS = (
+    ("JOB_COMPLETION_INDEX", "CPSD_TF_SHARDS", None),  # Kubernetes Indexed Job (count: set it to completions)
+    ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"),  # Slurm job array
+)
+
+
+def scheduler_shard(environ=None):
+    """'i/n' from the scheduler's environment (`--shard auto`); a `UserError` when none is found."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    for index_var, count_var, first_var in SCHEDULERS:
+        if index_var not in environ:
+            continue
+        if count_var not in environ:
+            raise UserError(f"--shard auto: {index_var} is set but {count_var} (the number of tasks) is not")
+        try:
+            index = int(environ[index_var]) - int(environ.get(first_var, 0) if first_var else 0)
+            count = int(environ[count_var])
+        except ValueError:
+            raise UserError(f"--shard auto: {index_var}={environ[index_var]!r} and {count_var}="
+                            f"{environ[count_var]!r} must be integers") from None
+        return f"{index}/{count}"
+    raise UserError("--shard auto: no scheduler index found; set JOB_COMPLETION_INDEX and CPSD_TF_SHARDS "
+                    "(Kubernetes Indexed Job) or run in a Slurm job array (SLURM_ARRAY_TASK_ID, "
+                    "SLURM_ARRAY_TASK_COUNT)")
+
+
 def parse_shard(text):
-    """'i/n' -> (i, n) with 0 <= i < n."""
+    """'i/n' -> (i, n) with 0 <= i < n; 'auto' reads i and n from the scheduler (`scheduler_shard`)."""
+    if text == "auto":
+        text = scheduler_shard()
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:

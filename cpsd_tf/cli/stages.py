@@ -98,7 +98,8 @@ def baseline(recipe, run_dir, overrides, force):
 @recipe_options
 @force_option
 @click.option("--only", help="Comma-separated teachers to train, e.g. cgp-1,dgp-0.")
-@click.option("--shard", help="Train the i-th of n equal shares of the teachers, e.g. 0/2.")
+@click.option("--shard", help="Train the i-th of n equal shares of the teachers, e.g. 0/2; 'auto': i and n from "
+                              "the scheduler (Kubernetes Indexed Job, Slurm job array).")
 def teachers(recipe, run_dir, overrides, force, only, shard):
     """Train the 2k teachers of partition.json.
 
