@@ -91,9 +91,9 @@ def explain(model_paths, image_bytes, label, image_name="image"):
     """
     from cpsd_tf import rundir
     from cpsd_tf.data import pipeline
-    from cpsd_tf.predict import _check_decodable
+    from cpsd_tf.predict import check_image
 
-    _check_decodable(image_bytes, image_name)
+    check_image(image_bytes, image_name)
     rows = []
     for path in model_paths:
         if Path(path).is_dir() and (Path(path) / "saved_model.pb").is_file():
@@ -147,11 +147,7 @@ def run(models, image, label, out):
     image = Path(image)
     if not image.is_file():
         raise UserError(f"{image}: no such image file")
-    from cpsd_tf.predict import _check_decodable
-
-    data = image.read_bytes()
-    _check_decodable(data, str(image))  # the formats the converters, predict and serving take
-    rows = explain(models, data, label, image_name=str(image))
+    rows = explain(models, image.read_bytes(), label, image_name=str(image))
     for row in rows:
         if row["owns"]:
             y, x = peak(row["heat"])

@@ -86,7 +86,7 @@ class Predictor:
 
         names = names or [f"image {i}" for i in range(len(images))]
         for data, name in zip(images, names):
-            _check_decodable(data, name)
+            check_image(data, name)
         if self.kind == "savedmodel":
             out = self._serve(images=tf.constant(list(images)))
             if self.classes is None:
@@ -96,7 +96,7 @@ class Predictor:
         return tf.sigmoid(tf.cast(self.model(batch, training=False), tf.float32)).numpy()
 
 
-def _check_decodable(data, name):
+def check_image(data, name):
     """Refuse bytes that are not a decodable JPEG or PNG image (the converters' formats, `sources.is_jpeg_or_png`)."""
     import tensorflow as tf
 
