@@ -250,3 +250,117 @@ def test_augment_image_full_config_eager_and_in_map():
     np.testing.assert_allclose(eager, mapped, atol=1e-6)
     assert eager.shape == x.shape and eager.dtype == np.float32 and 0 <= eager.min() and eager.max() <= 1
     np.testing.assert_array_equal(A.augment_image(tf.constant(x), tf.constant([1, 2]), AugmentConfig(flip=False)), x)
+
+
+# --- the fast implementations against straightforward references ------------------------------------
+# (row-broadcast channel maths, one histogram + gather for equalize, crop_and_resize shears, the folded
+# sharpness kernel; see the speed notes in augment.py)
+
+
+def np_equalize(x):
+    """PIL's `ImageOps.equalize` algorithm, written out per channel on the 8-bit levels of `x`."""
+    q = np.floor(x.astype(np.float64) * 255 + 0.5).astype(int)
+    out = np.empty_like(x)
+    for c in range(3):
+        hist = np.bincount(q[..., c].ravel(), minlength=256)
+        used = hist[hist > 0]
+        step = (used.sum() - used[-1]) // 255
+        if step == 0:
+            lut = np.arange(256)
+        else:
+            lut = np.minimum((step // 2 + np.concatenate([[0], np.cumsum(hist)[:-1]])) // step, 255)
+        out[..., c] = lut[q[..., c]] / 255.0
+    return out
+
+
+def off_lattice_image(seed, h=H, w=W):
+    """float32 in [0, 1] NOT on the 8-bit lattice (what an op sees after rotate, color, ...)."""
+    return np.random.default_rng(seed).random((h, w, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(H, W), (1, 1), (3, 40)])
+def test_equalize_lut_matches_numpy_reference(shape):
+    x = off_lattice_image(20, *shape)
+    x[..., 1] = 0.4  # one level: unchanged
+    if shape[0] * shape[1] > 1:
+        x[0, 0, 2] = 1.0  # the top level present, and the rest narrow
+        x[1:, :, 2] = x[1:, :, 2] * 0.2 if shape[0] > 1 else x[1:, :, 2]
+    eager, mapped = run_both(A.equalize, x)
+    ref = np_equalize(x)
+    for out in (eager, mapped):
+        assert np.abs(out - ref).max() <= 1 / 255 + 1e-6  # float32 vs float64 rounding at a .5 boundary
+        assert np.mean(np.abs(out - ref) > 1e-6) < 0.01
+    np.testing.assert_array_equal(eager, mapped)
+
+
+def test_autocontrast_matches_exact_float_stretch():
+    x = 0.1 + 0.6 * off_lattice_image(21)
+    x[..., 1] = 0.3  # constant channel: unchanged
+    lo, hi = x.reshape(-1, 3).min(0), x.reshape(-1, 3).max(0)
+    ref = np.where(hi > lo, (x - lo) / np.where(hi > lo, hi - lo, 1), x)
+    eager, mapped = run_both(A.autocontrast, x)
+    np.testing.assert_allclose(eager, ref, atol=1e-6)
+    np.testing.assert_allclose(mapped, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("rank", [3, 4])
+def test_channel_affine_and_reduce_match_numpy(rank):
+    x = off_lattice_image(22) if rank == 3 else np.stack([off_lattice_image(s) for s in (23, 24)])
+    scale, offset = np.array([0.5, -1.0, 2.0], np.float32), np.array([0.1, 1.0, -0.5], np.float32)
+    eager, mapped = run_both(lambda im: A.channel_affine(im, scale, offset), x)
+    np.testing.assert_allclose(eager, x * scale + offset, atol=1e-6)
+    np.testing.assert_allclose(mapped, x * scale + offset, atol=1e-6)
+    if rank == 3:
+        refs = ((tf.reduce_min, x.min((0, 1))), (tf.reduce_max, x.max((0, 1))), (tf.reduce_mean, x.mean((0, 1))))
+        for fn, ref in refs:
+            eager, mapped = run_both(lambda im: A.channel_reduce(im, fn), x)
+            np.testing.assert_allclose(eager, ref, atol=1e-6)
+            np.testing.assert_allclose(mapped, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("factor", [0.2, 1.9])
+def test_contrast_and_sharpness_match_numpy(factor):
+    x = off_lattice_image(25)
+    mean = (x @ np.array(A.GRAY_WEIGHTS, np.float32)).mean()
+    eager, mapped = run_both(lambda im: A.adjust_contrast(im, factor), x)
+    ref = np.clip(mean + factor * (x - mean), 0, 1)
+    np.testing.assert_allclose(eager, ref, atol=1e-6)
+    np.testing.assert_allclose(mapped, ref, atol=1e-6)
+    smooth = x.copy()
+    for i in range(1, H - 1):
+        for j in range(1, W - 1):
+            window = x[i - 1 : i + 2, j - 1 : j + 2]
+            smooth[i, j] = (window.sum((0, 1)) + 4 * x[i, j]) / 13.0
+    ref = np.clip(smooth + factor * (x - smooth), 0, 1)  # borders: smooth = x, unchanged
+    eager, mapped = run_both(lambda im: A.sharpness(im, factor), x)
+    np.testing.assert_allclose(eager, ref, atol=1e-6)
+    np.testing.assert_allclose(mapped, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 7), (7, 2)])  # (a side of 1 is an error of the convolution, as before)
+def test_sharpness_of_images_without_interior_is_identity(shape):
+    x = off_lattice_image(26, *shape)
+    np.testing.assert_array_equal(A.sharpness(tf.constant(x), 1.9), x)
+
+
+@pytest.mark.parametrize("level", [0.27, -0.27, 0.05, 1.5, -40.0])
+@pytest.mark.parametrize("shape", [(H, W), (W, H), (1, 9), (9, 1)])
+def test_shears_match_the_projective_transform(level, shape):
+    x = off_lattice_image(27, *shape)
+    for fn, matrix in ((A.shear_x, [1.0, level, 0, 0, 1, 0, 0, 0]), (A.shear_y, [1.0, 0, 0, level, 1, 0, 0, 0])):
+        ref = A.transform(tf.constant(x), matrix).numpy()  # the implementation before crop_and_resize
+        eager, mapped = run_both(lambda im: fn(im, level), x)
+        np.testing.assert_allclose(eager, ref, atol=0.05 / 255)
+        np.testing.assert_allclose(mapped, ref, atol=0.05 / 255)
+
+
+def test_views_are_a_pure_function_of_the_seed_for_every_op():
+    """(seed) -> identical view, eagerly, in `Dataset.map` and again: the cached view targets rely on it."""
+    cfg = AugmentConfig(flip=True, randaugment={"num_ops": 2, "magnitude": 9}, cutout={})
+    x = random_image(28, 24, 24)
+    seeds = [[s, 11] for s in range(40)]  # 80 draws from 14 ops: every op several times
+    fn = lambda im, sd: A.augment_image(im, sd, cfg)  # noqa: E731
+    eager, mapped = run_seeds(fn, x, seeds)
+    again, _ = run_seeds(fn, x, seeds)
+    np.testing.assert_array_equal(eager, again)
+    np.testing.assert_allclose(eager, mapped, atol=1e-6)
