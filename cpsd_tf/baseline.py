@@ -3,24 +3,31 @@
 `<run_dir>/baseline/` is the converged baseline (`baseline.epochs`, best epoch on `data.val_split`);
 with `reference.equal_compute`, `<run_dir>/baseline_equal_compute/` is trained as long as the 2k
 teachers and the student together, the comparison users ask for besides the converged one.
+Both train on the mixed views of `baseline.views` (`cpsd_tf.views`; default none), to compare a student
+distilled on mixed views with a baseline trained on the same views.
 """
 
 import click
 
-from cpsd_tf import rundir, stage
+from cpsd_tf import rundir, stage, views
 from cpsd_tf.data import pipeline, prepare, records
 
 
 def _train_full(recipe, run_dir, model_dir, epochs, title, force, why=""):
     info = records.load_info(prepare.require(recipe))
-    values = stage.model_values(recipe, **{"train.lr": recipe.train.lr, f"{title}.epochs": epochs})
+    values = stage.model_values(recipe, "baseline.views", **{"train.lr": recipe.train.lr, f"{title}.epochs": epochs,
+                                           "baseline.validate_every": recipe.baseline.validate_every})
     if not force and stage.check_finished(model_dir, values, stage.data_inputs(recipe, run_dir), title, "baseline"):
         click.echo(f"[baseline] {title} finished already, skipped")
         return
-    click.echo(f"[{title}] {recipe.model.backbone}/{recipe.model.head}, {info.num_classes} classes, {epochs} epochs{why}")
+    kind = recipe.baseline.views.kind
+    mixed = f", {kind} views" if kind != "none" else ""
+    click.echo(f"[{title}] {recipe.model.backbone}/{recipe.model.head}, {info.num_classes} classes, {epochs} epochs"
+               f"{why}{mixed}")
     stage.train_model(recipe, model_dir, what=title, command="baseline", values=values,
                       inputs=stage.data_inputs(recipe, run_dir), force=force, run_dir=run_dir, num_classes=info.num_classes,
-                      class_names=info.classes, epochs=epochs, title=title)
+                      class_names=info.classes, epochs=epochs, title=title,
+                      wrap_model=views.trainer(recipe.baseline.views, recipe.seed))
     metrics = rundir.model_metrics(model_dir)
     if metrics:
         click.echo(

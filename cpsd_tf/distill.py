@@ -10,6 +10,10 @@ L = w_cls·ASL(y, ŝ) + Σ_t w_t·‖ŝ − ŷ_t‖² over the recipe's teacher 
 - `cached_clean`: the teachers' merged logits of the un-augmented train images (`logits/<set>.npy`) join
   each batch by record `index` — no teacher pass per step, but the targets are of another view.
 
+With `distill.views` (mixup, cutmix, mosaic: `cpsd_tf.views`) each batch is mixed in the train step before
+the student and its online teachers see it, and the ASL term takes the mixed view's labels; mixed views
+need `online` targets (the recipe refuses the cached modes with them).
+
 The recipe's student goes to `<run_dir>/student/`; each `ablation` variant to `<run_dir>/ablations/<name>/`.
 The teachers (and logits) must exist: this stage never trains them.
 
@@ -22,7 +26,7 @@ import click
 
 from cpsd_tf import logits as logits_mod
 from cpsd_tf import recipe as recipe_mod
-from cpsd_tf import rundir, stage, view_targets
+from cpsd_tf import rundir, stage, view_targets, views
 from cpsd_tf.data import prepare, records
 from cpsd_tf.errors import UserError
 
@@ -96,8 +100,11 @@ def term_logger(loss, sets):
     return TermLogger
 
 
-def online_wrapper(teacher_sets, num_classes, positive_only=False, terms=None):
+def online_wrapper(teacher_sets, num_classes, positive_only=False, terms=None, mix=None):
     """model -> a Keras model that trains `model` with targets from frozen teachers run on each batch.
+
+    With `mix` (`views.mixer`: (images, labels, step) -> (images, labels)), each training batch is mixed
+    first, so student and teachers see the same mixed view and the ASL term its labels.
 
     With `positive_only` (recipe `teachers.images: positive`, paper Eq. 5: a teacher distils on the images of
     its sub-task only), a teacher's columns count only for images with one of its classes: elsewhere the
@@ -129,6 +136,11 @@ def online_wrapper(teacher_sets, num_classes, positive_only=False, terms=None):
 
         def call(self, x, training=False):
             return self.student(x, training=training)
+
+        def train_step(self, data):
+            if mix is not None:
+                data = views.mixed_data(data, mix, self.optimizer.iterations)
+            return super().train_step(data)
 
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
             parts = [y]
@@ -180,6 +192,9 @@ def train_student(recipe, run_dir, name, sets, model_dir, force=False):
         click.echo(f"[distill] {name} finished already, skipped")
         return
     kwargs = {}
+    refused = views.check_targets(d.views.kind, d.teacher_logits)
+    if refused:  # recipes refuse it on load; a recipe built otherwise (model_copy) must not slip through
+        raise UserError(refused)
     if d.teacher_logits != "online" and recipe.teachers.images == "positive":
         click.echo(f"warning: {name}: teachers.images is positive but {d.teacher_logits} targets are not masked to "
                    f"each teacher's images (paper Eq. 5); use distill.teacher_logits: online", err=True)
@@ -200,11 +215,12 @@ def train_student(recipe, run_dir, name, sets, model_dir, force=False):
     if d.teacher_logits == "online":
         positive = recipe.teachers.images == "positive" and any(s != "baseline" for s in sets)
         kwargs["wrap_model"] = online_wrapper(_load_teacher_sets(run_dir, sets), m, positive_only=positive,
-                                              terms=(loss, sets))
+                                              terms=(loss, sets), mix=views.mixer(d.views, recipe.seed))
     else:
         kwargs["wrap_model"] = term_logger(loss, sets)
     init_from = rundir.baseline_dir(run_dir) / rundir.MODEL_FILE if d.init == "baseline" else None
-    click.echo(f"[distill] {name}: teachers {'+'.join(sets)} ({d.teacher_logits} targets), {d.epochs} epochs")
+    mixed = f", {d.views.kind} views" if d.views.kind != "none" else ""
+    click.echo(f"[distill] {name}: teachers {'+'.join(sets)} ({d.teacher_logits} targets{mixed}), {d.epochs} epochs")
     stage.train_model(
         recipe_mod.with_lr(recipe, d.lr), model_dir, what=f"student {name}", command="distill", values=values,
         inputs=inputs, force=force, run_dir=run_dir, num_classes=m, class_names=info.classes, epochs=d.epochs, title=name,

@@ -117,7 +117,7 @@ def run(recipe, run_dir, force=False, config: Optional[PretrainConfig] = None):
     t0 = time.perf_counter()
     info = _require_splits(recipe, config)
     pre = pretrain_recipe(recipe, config)
-    values = stage.model_values(pre, epochs=config.epochs, lr=config.lr)
+    values = stage.model_values(pre, epochs=config.epochs, lr=config.lr, validate_every=pre.train.validate_every)
     inputs = stage.data_inputs(recipe)
     if force:
         rundir.pretrain_weights_path(run_dir).unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from cpsd_tf import io
 from cpsd_tf.data.augment_config import AugmentConfig
 from cpsd_tf.data.scenes import ScenesConfig
 from cpsd_tf.errors import UserError
+from cpsd_tf.views import check_targets
 
 RECIPE_FILE = "recipe.yaml"
 
@@ -92,13 +93,20 @@ class TrainConfig(_Config):
     loss: LossConfig = LossConfig()
     mixed_precision: bool = Field(False, description="mixed_float16 (GPU); off: it does not finish on CPU.")
     jit_compile: bool = Field(False, description="XLA; off: slower on this CPU.")
-    strategy: Literal["auto", "default", "mirrored"] = Field(
-        "auto", description="auto = MirroredStrategy when more than one GPU, else the default strategy."
+    strategy: Literal["auto", "default", "mirrored", "multi_worker"] = Field(
+        "auto", description="auto = MultiWorkerMirroredStrategy when TF_CONFIG names several workers, else "
+        "MirroredStrategy when more than one GPU, else the default strategy; multi_worker: several machines "
+        "(cpsd_tf.multiworker).",
     )
     cache: bool = Field(False, description="Keep decoded training images in memory (small data sets).")
     shuffle_buffer: int = Field(1024, ge=0)
     select_split: Optional[str] = Field(
         None, description="Split for best-epoch selection; default data.val_split (resolved on load)."
+    )
+    validate_every: int = Field(
+        1, ge=1, strict=True,
+        description="Score the selection split every N epochs and at the last one; only scored epochs can be "
+        "selected. N > 1 cuts the epoch-end cost of large runs (see metrics.json's epoch_cost).",
     )
 
     @pydantic.field_validator("ema_momentum")
@@ -109,10 +117,32 @@ class TrainConfig(_Config):
         return v
 
 
+class ViewsConfig(_Config):
+    """Mixed views of each training batch that break context (issue 15; `cpsd_tf.views`)."""
+
+    kind: Literal["none", "mixup", "cutmix", "mosaic"] = Field(
+        "none", description="none (faithful CPSD), mixup (blend with the next image of the batch), cutmix "
+        "(paste a box of it), mosaic (2x2 grid of four images)."
+    )
+    prob: float = Field(1.0, ge=0, le=1, description="Probability that an image of the batch is mixed.")
+    alpha: float = Field(
+        1.0, gt=0, description="Shares ~ Beta(alpha, alpha): mixup weight, cutmix box area, mosaic split point "
+        "per axis (1 = uniform)."
+    )
+    min_share: float = Field(
+        0.1, ge=0, le=0.5, description="An image's labels count in the mixed view when its share (mixup weight, "
+        "visible area) is at least this."
+    )
+
+
 class BaselineConfig(_Config):
     """The full-label model trained without distillation."""
 
     epochs: Optional[int] = Field(None, ge=1, description="Default: train.epochs (resolved on load).")
+    views: ViewsConfig = Field(ViewsConfig(), description="Mixed training views (as distill.views, for comparison).")
+    validate_every: Optional[int] = Field(
+        None, ge=1, strict=True, description="Default: train.validate_every (resolved on load)."
+    )
 
 
 class TeachersConfig(_Config):
@@ -120,6 +150,9 @@ class TeachersConfig(_Config):
 
     epochs: Optional[int] = Field(None, ge=1, description="Default: train.epochs (resolved on load).")
     lr: Optional[float] = Field(None, gt=0, description="Peak learning rate; default train.lr (resolved on load).")
+    validate_every: Optional[int] = Field(
+        None, ge=1, strict=True, description="Default: train.validate_every (resolved on load)."
+    )
     images: Literal["all", "positive"] = Field(
         "all", description="all: every training image (official code); positive: images with a cluster label."
     )
@@ -134,6 +167,9 @@ class DistillConfig(_Config):
     )
     epochs: Optional[int] = Field(None, ge=1, description="Default: train.epochs (resolved on load).")
     lr: Optional[float] = Field(None, gt=0, description="Peak learning rate; default train.lr (resolved on load).")
+    validate_every: Optional[int] = Field(
+        None, ge=1, strict=True, description="Default: train.validate_every (resolved on load)."
+    )
     teacher_logits: Literal["online", "cached_views", "cached_clean"] = Field(
         "online",
         description="online: teachers run on the student's own augmented batch (official code, consistent "
@@ -152,6 +188,9 @@ class DistillConfig(_Config):
         "sum", description="sum over classes (official) or mean over classes (scale-free, like a normalised ASL)."
     )
     init: Literal["scratch", "baseline"] = Field("scratch", description="Student starts from scratch or the baseline.")
+    views: ViewsConfig = Field(
+        ViewsConfig(), description="Mixed views of each batch, seen by the student and its online teachers alike."
+    )
 
     @property
     def variant(self):
@@ -285,6 +324,10 @@ def from_dict(tree, source="<recipe>", overrides=()):
         where = "--set model.weights" if "model.weights" in keys else source
         raise UserError(f"{where}: key 'model.weights' is 'pretrain' but pretrain.enabled is false; "
                         f"set pretrain.enabled: true")
+    d = recipe.distill
+    if check_targets(d.views.kind, d.teacher_logits):
+        given = [k for k in ("distill.views.kind", "distill.teacher_logits") if k in keys]
+        raise UserError(f"{f'--set {given[0]}' if given else source}: {check_targets(d.views.kind, d.teacher_logits)}")
     return resolve_defaults(recipe)
 
 
@@ -307,8 +350,8 @@ def _check_model(model, source, override_keys):
 
 
 def resolve_defaults(recipe):
-    """Fill the fallbacks once (stage epochs and lr from `train`, `select_split` from `data.val_split`), so
-    the written recipe and every provenance record show the values really used."""
+    """Fill the fallbacks once (stage epochs, lr and validate_every from `train`, `select_split` from
+    `data.val_split`), so the written recipe and every provenance record show the values really used."""
 
     def fill(cfg, **defaults):
         return cfg.model_copy(update={k: v for k, v in defaults.items() if getattr(cfg, k) is None})
@@ -316,9 +359,9 @@ def resolve_defaults(recipe):
     t = recipe.train
     return recipe.model_copy(update={
         "train": fill(t, select_split=recipe.data.val_split),
-        "baseline": fill(recipe.baseline, epochs=t.epochs),
-        "teachers": fill(recipe.teachers, epochs=t.epochs, lr=t.lr),
-        "distill": fill(recipe.distill, epochs=t.epochs, lr=t.lr),
+        "baseline": fill(recipe.baseline, epochs=t.epochs, validate_every=t.validate_every),
+        "teachers": fill(recipe.teachers, epochs=t.epochs, lr=t.lr, validate_every=t.validate_every),
+        "distill": fill(recipe.distill, epochs=t.epochs, lr=t.lr, validate_every=t.validate_every),
     })
 
 

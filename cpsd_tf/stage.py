@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from cpsd_tf import rundir, thresholds, train
+from cpsd_tf import multiworker, rundir, thresholds, train
 from cpsd_tf.data import prepare
 
 # Recipe values every model depends on; stages add their own (teachers.*, distill.*, …).
@@ -22,12 +22,12 @@ MODEL_KEYS = ("seed", "data.image_size", "data.train_split", "data.val_split", "
 def model_values(recipe, *extra_keys, **extra_values):
     """Provenance values of a model: the shared keys, a stage's own keys, and its resolved epochs and lr.
 
-    `train.epochs` and `train.lr` are only fallbacks (resolved into `teachers.epochs`, `distill.lr`, …
-    when the recipe loads), so they are left out: each stage records the keys it really used.
+    `train.epochs`, `train.lr` and `train.validate_every` are only fallbacks (resolved into `teachers.epochs`,
+    `distill.lr`, … when the recipe loads), so they are left out: each stage records the keys it really used.
     """
     values = rundir.recipe_values(recipe, [*MODEL_KEYS, *extra_keys])
-    values.pop("train.epochs", None)
-    values.pop("train.lr", None)
+    for fallback in ("train.epochs", "train.lr", "train.validate_every"):
+        values.pop(fallback, None)
     values.update(extra_values)
     return values
 
@@ -69,6 +69,14 @@ def train_model(recipe, model_dir, *, what, command, values, inputs, force=False
     model_dir = Path(model_dir)
     if run_dir is not None:
         recipe = rundir.resolve_weights(recipe, run_dir)
+    if not multiworker.is_chief():
+        # A non-chief worker trains with the chief (which holds the lock and writes the folder) and
+        # skips what the chief has finished; it writes nothing here.
+        if rundir.model_is_done(model_dir):
+            click.echo(f"[{command}] {what} finished already, skipped")
+            return "skipped"
+        train.fit(recipe, model_dir, **fit_kwargs)
+        return "trained"
     try:
         with rundir.lock(model_dir, what):
             record = rundir.read_provenance(model_dir)

@@ -1,9 +1,11 @@
 """The trainer shared by baseline, teachers and student: Keras `fit` on the tf.data pipeline.
 
 AdamW (decoupled weight decay, none on biases and normalisation parameters), warm-up + cosine schedule,
-weight EMA with raw and EMA weights both evaluated each epoch on the selection split (the better one is
-kept, as the official code does), a backup of the training state each epoch for resume, TensorBoard logs
-(tags and steps: `cpsd_tf.tensorboard`) and `metrics.json`.
+weight EMA with raw and EMA weights both evaluated on the selection split every `validate_every` epochs
+and at the last one (the better one is kept, as the official code does), a backup of the training state
+each epoch for resume, TensorBoard logs (tags and steps: `cpsd_tf.tensorboard`) and `metrics.json`, which
+also holds the cost of each epoch: wall and CPU time of its training steps, its validation and its saves
+(`cpsd_tf.epoch_cost`).
 
 A model folder holds, when finished: `model.keras`, `metrics.json`, `tensorboard/` (plus what other modules
 add: `provenance.json`, `.lock`). While training it also holds `backup/` (resume state: weights with the
@@ -15,114 +17,26 @@ Faults become one-line `UserError`s, and the folder keeps the state of the last 
   at the end of the epoch, before anything of that epoch is saved;
 - before each save the free space of the folder is checked against the size of what is written (the h5
   and Keras writers crash the process on a full disk); a write failing with ENOSPC/EDQUOT all the same
-  leaves no temporary file and becomes the same "disk full" error.
+  leaves no temporary file and becomes the same "disk full" error (`cpsd_tf.checkpoints`).
 Every file is written to a temporary name and renamed into place (the backup too), so an interrupted
 write never leaves a half-written file where a reader looks.
 """
 
-import contextlib
-import errno
 import json
 import math
 import os
-import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from cpsd_tf import io
+from cpsd_tf.checkpoints import (BACKUP_DIR, BEST_WEIGHTS_FILE, SELECTION_FILE, cleanup, ensure_space,
+                                 remove_temporaries, saving, state_bytes)
+from cpsd_tf.epoch_cost import EpochCost, clock, cost_metrics
 from cpsd_tf.errors import UserError
 from cpsd_tf.rundir import METRICS_FILE, MODEL_FILE
-
-SELECTION_FILE = "selection.json"
-BEST_WEIGHTS_FILE = "best.weights.h5"
-BACKUP_DIR = "backup"
-BACKUP_WEIGHTS_FILE = "latest.weights.h5"  # the names Keras' BackupAndRestore reads
-BACKUP_STATE_FILE = "training_metadata.json"
-MB = 1 << 20
-SPACE_MARGIN = MB  # besides the estimated bytes of a save: h5/zip overhead, JSON files, event files
-
-
-# --- disk space ----------------------------------------------------------------------------------------
-
-
-def free_bytes(folder):
-    """Free bytes on the file system of `folder` (a function of its own, so tests can fake a full disk)."""
-    return shutil.disk_usage(folder).free
-
-
-def _disk_full(folder, needed, free=None):
-    free = free_bytes(folder) if free is None else free
-    return UserError(f"disk full: {folder} needs ~{math.ceil(needed / MB)} MB, {free // MB} MB free")
-
-
-def ensure_space(folder, nbytes):
-    """Raise a "disk full" `UserError` unless `folder` has `nbytes` + `SPACE_MARGIN` free."""
-    needed = int(nbytes) + SPACE_MARGIN
-    free = free_bytes(folder)
-    if free < needed:
-        raise _disk_full(folder, needed, free)
-
-
-def _is_disk_full(error):
-    text = str(error)
-    return (getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text
-            or "Disk quota exceeded" in text or "errno = 28," in text)  # h5py puts the C errno in its text
-
-
-@contextlib.contextmanager
-def saving(folder, nbytes):
-    """Check `folder` has room for `nbytes` (plus margin), then run the block; ENOSPC in it -> "disk full".
-
-    Wrap an `io.atomic_path` block in it: the temporary file is removed before the error is raised.
-
-    Example:
-        with saving(model_dir, 4 * MB), io.atomic_path(model_dir / "model.keras", suffix=".keras") as tmp:
-            model.save(tmp)
-    """
-    ensure_space(folder, nbytes)
-    try:
-        yield
-    except OSError as e:
-        if _is_disk_full(e):
-            raise _disk_full(folder, int(nbytes) + SPACE_MARGIN) from None
-        raise
-
-
-def _variables_bytes(variables):
-    import tensorflow as tf
-
-    return sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in variables)
-
-
-def state_bytes(trainer):
-    """Bytes of one weights file of `trainer`: Keras saves its weights and its optimizer's variables.
-
-    Before the optimizer is built (no step yet), its variables are counted as 3x the trainable weights
-    (AdamW's two moments and the EMA copy).
-    """
-    n = _variables_bytes(trainer.weights)
-    optimizer = getattr(trainer, "optimizer", None)
-    if optimizer is not None:
-        if optimizer.built:
-            n += _variables_bytes(optimizer.variables)
-        else:
-            n += 3 * _variables_bytes(trainer.trainable_weights)
-    return n
-
-
-def _remove_temporaries(model_dir):
-    """Delete temporary files of this module's writers left by a killed process (`io.atomic_path` names)."""
-    folders = {Path(model_dir): (MODEL_FILE, METRICS_FILE, SELECTION_FILE, BEST_WEIGHTS_FILE),
-               Path(model_dir) / BACKUP_DIR: (BACKUP_WEIGHTS_FILE, BACKUP_STATE_FILE)}
-    for folder, names in folders.items():
-        for name in names:
-            for tmp in folder.glob(f".{name}.*"):
-                if tmp.is_dir():
-                    shutil.rmtree(tmp, ignore_errors=True)
-                else:
-                    tmp.unlink(missing_ok=True)
 
 
 def _non_finite(values):
@@ -137,6 +51,48 @@ def _non_finite_advice(recipe):
     return f"lower train.lr (now {recipe.train.lr:g}) or check the data"
 
 
+# --- validation schedule and epoch cost ----------------------------------------------------------------
+
+
+def is_validated(epoch, epochs, every):
+    """Whether epoch `epoch` (from 1) of `epochs` is scored on the selection split: every `every`-th and the last."""
+    return epoch % every == 0 or epoch == epochs
+
+
+def validate_every(recipe, role):
+    """Epochs between validations of a model of `role`: its stage's `validate_every` (baseline, teachers,
+    distill for a student), else `train.validate_every` (e.g. pretraining)."""
+    section = {"baseline": recipe.baseline, "teacher": recipe.teachers, "student": recipe.distill}.get(role)
+    return getattr(section, "validate_every", None) or recipe.train.validate_every
+
+
+def _cost_callbacks(cost, selection, model_dir):
+    """Two callbacks around ours: the first starts each epoch's clock and stops its training part; the last
+    closes the epoch's record, keeps it in the selection state (saved, so it survives a resume) and shows
+    the epoch-end cost in Keras' epoch line (`val_time`, `save_time`, seconds)."""
+    import keras
+
+    class StartClock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            cost.begin(epoch)
+
+        def on_epoch_end(self, epoch, logs=None):
+            cost.train_done()
+
+    class CloseClock(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            record = cost.finish()
+            selection.state.setdefault("cost", []).append(record)
+            with saving(model_dir, 0):
+                io.write_json(selection.state_path, selection.state)
+            if logs is not None:  # Keras' progress line runs after every callback and prints these logs
+                if record["validated"]:
+                    logs["val_time"] = record["validation_time_s"]
+                logs["save_time"] = record["save_time_s"]
+
+    return StartClock(), CloseClock()
+
+
 def ema_momentum(setting, total_steps):
     """The EMA momentum for a run of `total_steps` ('auto': an averaging window of ~10 % of the run)."""
     if setting is None:
@@ -147,9 +103,14 @@ def ema_momentum(setting, total_steps):
 
 
 def choose_strategy(name):
-    """The `tf.distribute` strategy of a recipe ('auto': mirrored over several GPUs, else default)."""
+    """The `tf.distribute` strategy of a recipe ('auto': several workers when TF_CONFIG names them, else
+    mirrored over several GPUs, else default)."""
     import tensorflow as tf
 
+    from cpsd_tf import multiworker
+
+    if multiworker.active():  # created at start-up for train.strategy multi_worker (or auto with TF_CONFIG)
+        return multiworker.strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1:
@@ -193,6 +154,10 @@ def predict_logits(model, dataset, steps=None):
     """Logits of `model` on an `(images, targets)` dataset, as float32 NumPy [N, m]."""
     import warnings
 
+    from cpsd_tf import multiworker
+
+    if multiworker.active():  # every worker scores the whole split itself: no collective op, same result
+        return multiworker.predict_local(model, dataset.take(steps) if steps else dataset)
     with warnings.catch_warnings():
         # TFRecord datasets have unknown cardinality, so Keras warns when the data ends; that is the end.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -234,7 +199,7 @@ def _stop_on_non_finite_loss(title, recipe):
     return StopOnNonFiniteLoss()
 
 
-def _backup_callback(model_dir, title, epochs):
+def _backup_callback(model_dir, title, epochs, cost):
     import click
     import keras
 
@@ -263,6 +228,10 @@ def _backup_callback(model_dir, title, epochs):
                     click.echo(f"resuming {title} after its last epoch ({epochs}): saving the model")
 
         def _save_model(self):
+            with cost.measure("save"):
+                self._save_backup()
+
+        def _save_backup(self):
             folder = Path(self.backup_dir)
             folder.mkdir(parents=True, exist_ok=True)
             with saving(model_dir, state_bytes(self.model)), \
@@ -274,15 +243,17 @@ def _backup_callback(model_dir, title, epochs):
     return Backup()
 
 
-def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir, title, recipe):
+def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir, title, recipe, *, epochs, every,
+                        cost):
     import keras
 
     from cpsd_tf import tensorboard as tb
     from cpsd_tf.metrics import multilabel_metrics
 
     class SelectBest(keras.callbacks.SwapEMAWeights):
-        """Each epoch: val mAP of raw and EMA weights; keep the best weights seen (resumable state).
+        """Each validated epoch (`is_validated`): val mAP of raw and EMA weights; keep the best weights seen.
 
+        Every epoch gets a history record (with `val_mAP_*` when validated) in the resumable state file.
         Logs `selection/val_mAP/raw`, `val_mAP/ema` and `val_AP/<class>` (raw) at step = epoch number (from 1).
         """
 
@@ -294,14 +265,17 @@ def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir,
             self.state = {"best_mAP": -1.0, "best_epoch": -1, "best_weights": None, "history": []}
 
         def on_train_begin(self, logs=None):
-            if self.state_path.is_file() and self.best_path.is_file():
-                self.state = json.loads(self.state_path.read_text())
+            if self.state_path.is_file():
+                state = json.loads(self.state_path.read_text())
+                if state["best_epoch"] < 0 or self.best_path.is_file():  # no best yet: only skipped epochs
+                    self.state = state
 
         def on_epoch_begin(self, epoch, logs=None):
             # Resumed: forget records of epochs the backup does not hold (a crash between this callback's
             # save and the backup's), so each epoch has one record. Their best weights, if best, stay:
             # they are weights that were trained and scored.
-            self.state["history"] = [h for h in self.state["history"] if h["epoch"] <= epoch]
+            for key in ("history", "cost"):
+                self.state[key] = [h for h in self.state.get(key, []) if h["epoch"] <= epoch]
 
         def _score(self, epoch, which):
             scores = predict_logits(self.model, val_ds)
@@ -313,23 +287,31 @@ def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir,
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
-            candidates = {"raw": self._score(epoch, "raw")}
-            if has_ema:
-                self._swap_variables()
-                try:
-                    candidates["ema"] = self._score(epoch, "EMA")
-                finally:
+            train_logs = {k: float(v) for k, v in logs.items() if not k.startswith("val_") and np.isscalar(v)}
+            record = {"epoch": epoch + 1, **train_logs, "learning_rate": _learning_rate(self.model.optimizer)}
+            if not is_validated(epoch + 1, epochs, every):
+                self.state["history"].append(record)
+                with cost.measure("save"), saving(model_dir, 0):
+                    io.write_json(self.state_path, self.state)
+                return
+            cost.validated = True
+            with cost.measure("validation"):
+                candidates = {"raw": self._score(epoch, "raw")}
+                if has_ema:
                     self._swap_variables()
+                    try:
+                        candidates["ema"] = self._score(epoch, "EMA")
+                    finally:
+                        self._swap_variables()
             # Room for this epoch's saves (best weights, then the backup), checked before either is written.
             ensure_space(model_dir, 2 * state_bytes(self.model))
             which = max(candidates, key=lambda k: candidates[k]["mAP"])
             best = candidates[which]
-            train_logs = {k: float(v) for k, v in logs.items() if not k.startswith("val_") and np.isscalar(v)}
             logs["val_mAP"] = candidates["raw"]["mAP"]
             if has_ema:
                 logs["val_mAP_ema"] = candidates["ema"]["mAP"]
             record = {"epoch": epoch + 1, **{f"val_mAP_{k}": v["mAP"] for k, v in candidates.items()}, **train_logs,
-                      "learning_rate": _learning_rate(self.model.optimizer)}
+                      "learning_rate": record["learning_rate"]}
             self.state["history"].append(record)
             # NaN mAP: the selection split has no positive for these classes, so there is nothing to
             # select on; the latest epoch is kept (the caller warns).
@@ -337,7 +319,7 @@ def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir,
                 if which == "ema":
                     self._swap_variables()
                 try:
-                    with saving(model_dir, state_bytes(self.model)), \
+                    with cost.measure("save"), saving(model_dir, state_bytes(self.model)), \
                             io.atomic_path(self.best_path, suffix=".weights.h5") as tmp:
                         self.model.save_weights(tmp)
                 finally:
@@ -345,7 +327,7 @@ def _selection_callback(model_dir, val_ds, val_y, class_names, has_ema, log_dir,
                         self._swap_variables()
                 self.state.update(best_mAP=best["mAP"], best_epoch=epoch + 1, best_weights=which,
                                   best_metrics={k: v for k, v in best.items() if k != "AP_per_class"})
-            with saving(model_dir, 0):
+            with cost.measure("save"), saving(model_dir, 0):
                 io.write_json(self.state_path, self.state)
             scalars = {f"val_mAP/{k}": v["mAP"] for k, v in candidates.items()}
             scalars.update({f"val_AP/{name}": ap for name, ap in zip(class_names, candidates["raw"]["AP_per_class"])
@@ -416,9 +398,12 @@ def fit(
 
     A folder with a backup resumes after its last finished epoch (printing "resuming <title> at epoch N").
     `metrics["history"]` holds one record per epoch of the whole run, resumed or not: `epoch`,
-    `val_mAP_raw` (and `val_mAP_ema`), every training log of the epoch (`loss`, loss components) and
-    `learning_rate`. The records live in `selection.json` between runs, so they survive a resume; Keras'
-    own `History` holds only the epochs of the last `fit` call and is not kept.
+    `val_mAP_raw` (and `val_mAP_ema`) on validated epochs, every training log of the epoch (`loss`, loss
+    components) and `learning_rate`. The selection split is scored every `validate_every(recipe, role)`
+    epochs and at the last one (`validated_epochs`); the best model is chosen among those. The epoch costs
+    (`cost_metrics`: `epoch_time_s`, `train_time_s`, `validation_time_s`, `save_time_s`, their `*_cpu_s`,
+    and the `epoch_cost` summary) are per epoch too. The records live in `selection.json` between runs, so
+    they survive a resume; Keras' own `History` holds only the epochs of the last `fit` call and is not kept.
 
     Args:
         recipe: the resolved `Recipe`.
@@ -443,16 +428,47 @@ def fit(
         UserError: no training image, a non-finite loss or validation score, a full disk, an unreadable
             backup. The folder then keeps the state of the last finished epoch, and no temporary file.
     """
+    from cpsd_tf import multiworker
+
+    folder = Path(model_dir)
+    write_dir = multiworker.working_dir(folder)  # the model folder; a non-chief worker's own temporary copy
+    try:
+        return _fit(recipe, write_dir, num_classes=num_classes, class_names=class_names, subset=subset,
+                    images=images, epochs=epochs, title=title, extra_callbacks=extra_callbacks, loss=loss,
+                    targets_fn=targets_fn, targets_by_pass=targets_by_pass, init_from=init_from,
+                    wrap_model=wrap_model)
+    finally:
+        multiworker.release(folder, write_dir)
+
+
+def _fit(
+    recipe,
+    model_dir,
+    *,
+    num_classes,
+    class_names,
+    subset=None,
+    images="all",
+    epochs,
+    title="model",
+    extra_callbacks=(),
+    loss=None,
+    targets_fn=None,
+    targets_by_pass=False,
+    init_from=None,
+    wrap_model=None,
+):
+    """`fit` into `model_dir`, the folder this process writes."""
     import keras
     import tensorflow as tf
 
-    from cpsd_tf import rundir
+    from cpsd_tf import multiworker, rundir
     from cpsd_tf.data import pipeline
     from cpsd_tf.models import build_model
 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    _remove_temporaries(model_dir)
+    remove_temporaries(model_dir)
     data, train_cfg = recipe.data, recipe.train
     select_split = train_cfg.select_split or data.val_split
     keras.utils.set_random_seed(recipe.seed)
@@ -472,6 +488,8 @@ def fit(
         data.dir, data.train_split, batch_size=batch, training=True, augment=data.augment, images=images,
         shuffle_buffer=train_cfg.shuffle_buffer, seed=recipe.seed, repeat=True, cache=train_cfg.cache,
         with_index=targets_fn is not None, with_pass=targets_by_pass, image_size=data.image_size, subset=subset,
+        # several workers each cut their share out of their own copy of every global batch: the copies must agree
+        deterministic=True if multiworker.active() else None,
     )
     if targets_fn is not None and targets_by_pass:
         train_ds = train_ds.map(lambda f, y: (f["image"], targets_fn(y, f["pass"], f["index"])),
@@ -497,6 +515,8 @@ def fit(
             trainer(np.zeros((1, data.image_size, data.image_size, 3), np.float32))  # BackupAndRestore needs it built
         optimizer = make_optimizer(train_cfg, total_steps)
         trainer.compile(optimizer=optimizer, loss=loss or make_loss(train_cfg.loss), jit_compile=train_cfg.jit_compile)
+    multiworker.adapt(trainer, train_ds)  # a no-op without a multi-worker strategy
+    train_ds = multiworker.distribute(train_ds, batch)  # each worker's rows of every global batch
     # Fail before the first epoch rather than after it: an epoch saves the best weights and the backup.
     ensure_space(model_dir, 2 * state_bytes(trainer))
 
@@ -507,12 +527,18 @@ def fit(
     role = ("student" if isinstance(loss, DistillationLoss) else "teacher" if subset is not None
             else "baseline" if title.startswith("baseline") else title)  # title "pretrain": role "pretrain"
     hparams = tb.model_hparams(recipe, title, role=role, epochs=epochs)
-    selection = _selection_callback(model_dir, val_ds, val_y, class_names, optimizer.use_ema, log_dir, title, recipe)
+    every = validate_every(recipe, role)
+    cost = EpochCost()
+    selection = _selection_callback(model_dir, val_ds, val_y, class_names, optimizer.use_ema, log_dir, title, recipe,
+                                    epochs=epochs, every=every, cost=cost)
+    start_clock, close_clock = _cost_callbacks(cost, selection, model_dir)
     callbacks = [
+        start_clock,
         _stop_on_non_finite_loss(title, recipe),
         selection,
-        _backup_callback(model_dir, title, epochs),
+        _backup_callback(model_dir, title, epochs, cost),
         _tensorboard_callback(model_dir, log_dir, recipe, hparams, selection),
+        close_clock,
         *extra_callbacks,
     ]
     # A live bar on a terminal; one line per epoch in logs and pipes (a bar there writes every step).
@@ -537,28 +563,25 @@ def fit(
         "best_weights": state["best_weights"],
         "select_metrics": state.get("best_metrics"),
         "history": state["history"],
+        "validated_epochs": [e for e in range(1, epochs + 1) if is_validated(e, epochs, every)],
+        **cost_metrics(state.get("cost", []), epochs, every),
     }
     model_path = model_dir / MODEL_FILE
+    start = clock()
     with saving(model_dir, state_bytes(trainer)), io.atomic_path(model_path, suffix=".keras") as tmp:
         model.save(tmp)
+    wall, cpu = clock() - start  # the final model.keras: once per model, not an epoch's cost
+    metrics["epoch_cost"].update(model_save_time_s=round(float(wall), 4), model_save_cpu_s=round(float(cpu), 4))
     try:
         with saving(model_dir, 0):
             io.write_json(model_dir / METRICS_FILE, metrics)
     except BaseException:
         model_path.unlink(missing_ok=True)  # a model without its metrics is not finished: rerun saves both
         raise
-    _cleanup(model_dir)
+    cleanup(model_dir)
     if math.isnan(state["best_mAP"]):
         import click
 
         click.echo(f"warning: {title}: split '{select_split}' has no positive label for its classes, so no epoch "
                    f"could be selected on it; the last epoch was kept", err=True)
     return metrics
-
-
-def _cleanup(model_dir):
-    """Remove the training state of a finished model folder (backup, selection, temporaries)."""
-    shutil.rmtree(Path(model_dir) / BACKUP_DIR, ignore_errors=True)
-    for name in (SELECTION_FILE, BEST_WEIGHTS_FILE):
-        (Path(model_dir) / name).unlink(missing_ok=True)
-    _remove_temporaries(model_dir)

@@ -10,7 +10,7 @@ import keras
 import pytest
 from click.testing import CliRunner
 
-from cpsd_tf import baseline, evaluate, io, partition, recipe, rundir, teachers, train
+from cpsd_tf import baseline, checkpoints, evaluate, io, partition, recipe, rundir, teachers, train
 from cpsd_tf.cli import cli
 from cpsd_tf.data import prepare
 from cpsd_tf.errors import UserError
@@ -177,7 +177,7 @@ def test_full_disk_keeps_the_last_finished_epoch(tiny, tmp_path, monkeypatch):
     r = recipe.load(tiny, ["train.epochs=2"])
     model_dir = tmp_path / "m"
     free = {"bytes": 1 << 40}
-    monkeypatch.setattr(train, "free_bytes", lambda folder: free["bytes"])
+    monkeypatch.setattr(checkpoints, "free_bytes", lambda folder: free["bytes"])
 
     class FillDisk(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):  # runs after epoch 1 is saved
@@ -196,21 +196,21 @@ def test_full_disk_keeps_the_last_finished_epoch(tiny, tmp_path, monkeypatch):
 
 
 def test_saving_checks_space_and_turns_enospc_into_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "free_bytes", lambda folder: 3 * train.MB)
+    monkeypatch.setattr(checkpoints, "free_bytes", lambda folder: 3 * checkpoints.MB)
     with pytest.raises(UserError) as caught:
-        with train.saving(tmp_path, 10 * train.MB):
+        with checkpoints.saving(tmp_path, 10 * checkpoints.MB):
             pytest.fail("the block must not run without room")
     assert str(caught.value) == f"disk full: {tmp_path} needs ~11 MB, 3 MB free"
-    monkeypatch.setattr(train, "free_bytes", lambda folder: 1 << 40)
+    monkeypatch.setattr(checkpoints, "free_bytes", lambda folder: 1 << 40)
     h5py_text = "Unable to synchronously close file (file write failed: errno = 28, error message = 'No space left on device')"
     for error in (OSError(errno.ENOSPC, "No space left on device"), OSError(h5py_text)):
         with pytest.raises(UserError, match="^disk full: "):
-            with train.saving(tmp_path, train.MB), io.atomic_path(tmp_path / "model.keras", suffix=".keras") as tmp:
+            with checkpoints.saving(tmp_path, checkpoints.MB), io.atomic_path(tmp_path / "model.keras", suffix=".keras") as tmp:
                 tmp.write_bytes(b"half")
                 raise error
         assert list(tmp_path.iterdir()) == []
     with pytest.raises(PermissionError):  # other I/O errors stay what they are
-        with train.saving(tmp_path, 0):
+        with checkpoints.saving(tmp_path, 0):
             raise PermissionError(errno.EACCES, "Permission denied")
 
 def test_teachers_only_shard_and_outputs(tiny, tmp_path):

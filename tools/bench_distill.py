@@ -5,7 +5,9 @@ Variants (same data pipeline settings, student architecture and optimizer; only 
   cached_clean  teacher logits of the un-augmented images joined by record `index` (`distill.cached_targets_fn`);
   cached_views  teacher logits of every augmented view joined by (pass, index) (`view_targets.targets_fn`,
                 float16 tables [E, N, m] as `view_targets.compute` writes them);
-  online        the 2k teachers run inside every training step (`distill.online_wrapper`).
+  online        the 2k teachers run inside every training step (`distill.online_wrapper`);
+  with `--views KIND` (mixup, cutmix, mosaic; `cpsd_tf.views`) also baseline+KIND and online+KIND, the same
+  steps on mixed views (the mixing runs in the step, so the difference is its cost).
 Teachers are untrained models of the recipe's architecture (speed does not depend on weights), k per
 strategy (`--k`, default 5), with the cluster sizes of a balanced partition; the tables are random.
 
@@ -16,6 +18,7 @@ overhead), timed to its result; the median per variant is printed, one line each
 baseline.
 
     /work/venv/bin/python tools/bench_distill.py --recipe recipes/demo.yaml [--k 5] [--steps 30] [--rounds 5]
+        [--views cutmix]
 """
 
 import argparse
@@ -33,6 +36,8 @@ def main():
     parser.add_argument("--steps", type=int, default=30, help="timed steps per variant per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per variant after tracing")
+    parser.add_argument("--views", choices=["none", "mixup", "cutmix", "mosaic"], default="none",
+                        help="also time the baseline and online steps on these mixed views")
     args = parser.parse_args()
 
     from cpsd_tf.quiet import import_tensorflow
@@ -41,6 +46,7 @@ def main():
     import keras
 
     from cpsd_tf import distill, train, view_targets
+    from cpsd_tf import views as views_mod
     from cpsd_tf import recipe as recipe_mod
     from cpsd_tf.data import pipeline, prepare, records
     from cpsd_tf.losses import DistillationLoss
@@ -84,6 +90,11 @@ def main():
             distill_loss()),
         "online": (distill.online_wrapper(teacher_sets, m)(model(m)), dataset(), distill_loss()),
     }
+    if args.views != "none":
+        cfg = recipe_mod.ViewsConfig(kind=args.views)
+        variants[f"baseline+{args.views}"] = (views_mod.trainer(cfg, 0)(model(m)), dataset(), train.make_loss(r.train.loss))
+        variants[f"online+{args.views}"] = (distill.online_wrapper(teacher_sets, m, mix=views_mod.mixer(cfg, 0))(model(m)),
+                                            dataset(), distill_loss())
 
     def step_fn(mdl, it):
         def step():
@@ -117,7 +128,7 @@ def main():
         med = statistics.median(t)
         q1, _, q3 = statistics.quantiles(t, n=4)
         iqr = f"IQR {q1 * 1000:.2f}-{q3 * 1000:.2f}"
-        print(f"{name:13s} {med * 1000:8.2f} ms/step  ({iqr})  x{med / base:.2f} baseline")
+        print(f"{name:15s} {med * 1000:8.2f} ms/step  ({iqr})  x{med / base:.2f} baseline")
 
 
 if __name__ == "__main__":

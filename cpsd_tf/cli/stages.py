@@ -2,6 +2,10 @@
 
 import click
 
+from cpsd_tf.errors import UserError
+
+RUN_DIR_WAIT_S = 300  # a non-chief worker started before its chief waits this long for the run directory
+
 
 def _load(recipe, overrides):
     """The validated recipe, then TensorFlow imported quietly (before any stage module imports it loudly)."""
@@ -10,6 +14,9 @@ def _load(recipe, overrides):
 
     r = recipe_mod.load(recipe, overrides)
     import_tensorflow()
+    from cpsd_tf import multiworker
+
+    multiworker.init(r)  # before TensorFlow's first operation, when TF_CONFIG names several workers
     return r
 
 
@@ -18,14 +25,23 @@ def _writing(recipe, run_dir, overrides):
     from cpsd_tf import recipe as recipe_mod
 
     r = _load(recipe, overrides)
-    from cpsd_tf import runs
-    return r, runs.open_run(r, recipe_mod.resolve_run_dir(r, run_dir))
+    from cpsd_tf import multiworker, rundir, runs
+
+    directory = recipe_mod.resolve_run_dir(r, run_dir)
+    if not multiworker.is_chief():
+        # Another worker of a multi-worker run: the chief owns the run directory and writes it.
+        if not multiworker.wait_for(lambda: rundir.is_run_dir(directory), RUN_DIR_WAIT_S):
+            raise UserError(f"{directory}: not a run directory after {RUN_DIR_WAIT_S} s; start the chief "
+                            f"(worker 0) too, or prepare the run (data, partition) without TF_CONFIG")
+        return r, directory
+    return r, runs.open_run(r, directory)
 
 
 def _done(r, directory):
-    from cpsd_tf import runs
+    from cpsd_tf import multiworker, runs
 
-    runs.record_recipe(r, directory)
+    if multiworker.is_chief():
+        runs.record_recipe(r, directory)
 
 
 def _reading(recipe, run_dir, overrides):
@@ -106,7 +122,12 @@ def teachers(recipe, run_dir, overrides, force, only, shard):
     A teacher another process is training is skipped.
     """
     r, directory = _writing(recipe, run_dir, overrides)
+    from cpsd_tf import multiworker
     from cpsd_tf import teachers as stage  # after the quiet TensorFlow import of _load
+
+    if shard and multiworker.active():
+        raise UserError("teachers: --shard and a multi-worker TF_CONFIG do not mix: the workers of one "
+                        "cluster train every teacher together; drop --shard or TF_CONFIG")
 
     stage.run(r, directory, only=only, shard=shard, force=force)
     _done(r, directory)
@@ -196,8 +217,13 @@ def run(recipe, run_dir, overrides):
     from cpsd_tf import recipe as recipe_mod
 
     r = _load(recipe, overrides)
-    from cpsd_tf import runs  # after the quiet TensorFlow import of _load
+    from cpsd_tf import multiworker, runs  # after the quiet TensorFlow import of _load
 
+    if multiworker.active():
+        raise UserError(
+            f"cpsd-tf run: TF_CONFIG names {multiworker.cluster().workers} workers; prepare the run without "
+            f"TF_CONFIG (cpsd-tf data build, partition), then run each training stage (baseline, teachers, "
+            f"distill) on every worker, and evaluate without TF_CONFIG (README 'Scale out')")
     runs.run(r, recipe_mod.resolve_run_dir(r, run_dir))
 
 

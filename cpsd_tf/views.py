@@ -1,0 +1,249 @@
+"""Mixed training views that break context (issue 15): mixup, cutmix and mosaic of a training batch.
+
+`distill.views` mixes every batch before the student AND its online teachers see it, so the teachers'
+knowledge of out-of-context scenes (pasted objects, blended scenes) is asked of the student on those very
+views (function matching, Beyer et al., CVPR 2022). `baseline.views` gives the baseline the same views, so
+a gain can be told apart from the augmentation itself. Teachers are trained without them.
+
+Kinds (one image's share of the mixed view in brackets; `alpha` sets the shares):
+- `mixup`: `λ·x_i + (1 − λ)·x_j` [λ ~ Beta(alpha, alpha), the partner 1 − λ];
+- `cutmix`: a box of x_j pasted at the same place into x_i, area 1 − λ (λ ~ Beta(alpha, alpha), box
+  clipped to the image) [x_i: the fraction of its pixels still visible, x_j: the box's];
+- `mosaic`: a 2×2 grid split at a random point (each axis ~ Beta(alpha, alpha)); each quarter shows the
+  pixels of one image at that place: x_i top-left, its partners top-right, bottom-left, bottom-right
+  (no resampling, so objects keep their scale) [each image: its quarter's area].
+Each image of the batch is mixed with probability `prob` (else it keeps its own view); its partners are
+the next images of the batch (j = i + 1, i + 2, i + 3 modulo B): the batch is shuffled, so a roll pairs
+random images without ever pairing an image with itself (when B > 1).
+
+Labels (the ASL term): the union of the labels of the images whose share of the mixed view is at least
+`min_share` (and > 0). For cutmix and mosaic this is the union of the images whose area is kept, an image
+left with a sliver below `min_share` dropping its labels (its objects are most likely cut away). For mixup
+the same rule: every image blended in with weight >= `min_share` is a positive for its classes. Not a
+soft label λ·y_i + (1 − λ)·y_j: ASL's asymmetric focusing and probability shift are defined for 0/1 targets
+(a soft target has no calibrated optimum there), and how visible a faint object is, is exactly what the
+teachers' logits on the mixed view tell the student through the distillation term. Not the dominant
+image's labels alone: those would call a visible blended object a negative. `DistillationLoss` is unchanged.
+
+Randomness: stateless, from `(seed, step)` (`step` = the optimizer's step counter, restored on resume), so
+the same batch at the same step gets the same view, eagerly, in `tf.function` and in `Dataset.map`. The
+view depends on the batch it is mixed in, so it is not a function of (data pass, record): view-table
+targets (`distill.teacher_logits: cached_views`) and clean-image targets (`cached_clean`) cannot describe
+it, and the recipe refuses those combinations; mixed views need `online` targets.
+
+Where: in the train step (`trainer`, `distill.online_wrapper(mix=...)`), on the batch the pipeline already
+shuffled, so one code path serves the baseline and the online student, and `OnlineDistiller` hands the mixed
+batch to its teachers as it does any batch.
+
+Cost: hand-written tf ops on the whole batch. Mixing B = 64 images of 32 px in a tf.function costs
+0.7-1.1 ms (mixup), 1.1-1.4 ms (cutmix) and 1.7-1.8 ms (mosaic, one gather) of CPU over two runs
+(`python -m cpsd_tf.views`), against ~130 ms for a student step; `tools/bench_distill.py --views KIND`
+times whole steps. Keras 3's `layers.MixUp` / `CutMix` (0.5 / 1.8 ms in the same measurement) draw from a
+stateful `SeedGenerator` and return lambda-weighted soft labels: neither fits the seeds or the label rule
+above.
+
+Example:
+    images, labels = mix_batch(images, labels, tf.constant([0, 7]), "cutmix", alpha=1.0)
+"""
+
+import numpy as np
+
+KINDS = ("none", "mixup", "cutmix", "mosaic")
+_KEY_SALT = 0x7E1E5  # keeps view seeds apart from the pipeline's augmentation seeds
+
+
+def _beta(seed, shape, alpha):
+    """Stateless Beta(alpha, alpha) samples, float32 `shape` (via two Gamma draws)."""
+    import tensorflow as tf
+
+    s1, s2 = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    g1 = tf.random.stateless_gamma(shape, s1, alpha=alpha, dtype=tf.float32)
+    g2 = tf.random.stateless_gamma(shape, s2, alpha=alpha, dtype=tf.float32)
+    total = g1 + g2
+    return tf.where(total > 0, g1 / tf.maximum(total, 1e-30), 0.5)  # tiny alpha: both Gammas may be 0
+
+
+def _span(length, size, center):
+    """Integer [start, end) of a `size`-long span centred at `center`, clipped to [0, length)."""
+    import tensorflow as tf
+
+    half = size / 2.0
+    start = tf.clip_by_value(tf.round(center - half), 0.0, length)
+    end = tf.clip_by_value(tf.round(center + half), 0.0, length)
+    return start, end
+
+
+def _inside(coords, start, end):
+    """float32 [B, L]: coordinate l of image b is in [start_b, end_b)."""
+    import tensorflow as tf
+
+    return tf.cast((coords[None, :] >= start[:, None]) & (coords[None, :] < end[:, None]), tf.float32)
+
+
+def mix_batch(images, labels, seed, kind, *, alpha=1.0, prob=1.0, min_share=0.1):
+    """Mix a batch with itself: images [B, H, W, C], labels [B, m] -> (mixed images, their labels).
+
+    Args:
+        images: float [B, H, W, C] tensor (the training batch, e.g. RGB in [0, 1]).
+        labels: float [B, m] multi-hot tensor.
+        seed: int32/int64 [2] stateless seed; the same seed and batch give the same output.
+        kind: str, one of `KINDS` ("none" returns the batch unchanged).
+        alpha: float > 0, shares ~ Beta(alpha, alpha) (module docstring). Defaults to 1.0 (uniform).
+        prob: float in [0, 1], probability that an image is mixed. Defaults to 1.0.
+        min_share: float, an image's labels enter the mixed view's labels when its share is at least this
+            (and > 0). Defaults to 0.1.
+
+    Returns:
+        (images, labels) of the same shapes and dtypes.
+    """
+    import tensorflow as tf
+
+    if kind not in KINDS:
+        raise ValueError(f"Invalid view kind. Expected one of {list(KINDS)}. Received: {kind!r}")
+    if kind == "none":
+        return images, labels
+    seed = tf.cast(seed, tf.int64)
+    s_apply, s_share, s_place = tf.unstack(tf.random.experimental.stateless_split(seed, num=3))
+    shape = tf.shape(images)
+    b = shape[0]
+    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    mixed = tf.random.stateless_uniform([b], s_apply) < prob  # [B]
+    x = tf.cast(images, tf.float32)
+    y = tf.cast(labels, tf.float32)
+    partner_labels = [tf.roll(y, shift=-k, axis=0) for k in range(4 if kind == "mosaic" else 2)]
+    partner = tf.roll(x, shift=-1, axis=0)  # image i + 1 (mixup, cutmix)
+
+    if kind == "mixup":
+        lam = tf.where(mixed, _beta(s_share, [b], alpha), 1.0)  # the image's own weight
+        out = lam[:, None, None, None] * x + (1.0 - lam)[:, None, None, None] * partner
+        shares = [lam, 1.0 - lam]
+    elif kind == "cutmix":
+        lam = _beta(s_share, [b], alpha)
+        side = tf.sqrt(1.0 - lam)  # the box: (1 - λ) of the area before clipping, the image's aspect ratio
+        center = tf.random.stateless_uniform([b, 2], s_place) * tf.stack([h, w])
+        y0, y1 = _span(h, side * h, center[:, 0])
+        x0, x1 = _span(w, side * w, center[:, 1])
+        keep = tf.cast(mixed, tf.float32)
+        rows = _inside(tf.range(h), y0, y1) * keep[:, None]  # an unmixed image: an empty box
+        cols = _inside(tf.range(w), x0, x1)
+        box = rows[:, :, None, None] * cols[:, None, :, None]  # [B, H, W, 1]
+        out = x + box * (partner - x)
+        pasted = tf.reduce_sum(rows, 1) * tf.reduce_sum(cols, 1) / (h * w)
+        shares = [1.0 - pasted, pasted]
+    else:  # mosaic
+        split = _beta(s_share, [b, 2], alpha)
+        split = tf.where(mixed[:, None], split, 1.0)  # an unmixed image: its quarter is the whole image
+        sy, sx = tf.round(split[:, 0] * h), tf.round(split[:, 1] * w)
+        top = _inside(tf.range(h), tf.zeros_like(sy), sy)  # [B, H]
+        left = _inside(tf.range(w), tf.zeros_like(sx), sx)  # [B, W]
+        rows, cols = tf.reduce_sum(top, 1) / h, tf.reduce_sum(left, 1) / w  # top and left fractions
+        shares = [rows * cols, rows * (1.0 - cols), (1.0 - rows) * cols, (1.0 - rows) * (1.0 - cols)]
+        # pixel (b, r, c) comes from image b + k (k = 0..3 by quarter): one gather (4 masked sums cost 4x)
+        k = tf.cast(2.0 * (1.0 - top)[:, :, None] + (1.0 - left)[:, None, :], tf.int32)  # [B, H, W]
+        source = (tf.range(b)[:, None, None] + k) % b
+        hi, wi = shape[1], shape[2]
+        flat = (source * hi + tf.range(hi)[None, :, None]) * wi + tf.range(wi)[None, None, :]
+        out = tf.reshape(tf.gather(tf.reshape(x, [-1, shape[3]]), flat), shape)
+
+    keep_labels = [tf.cast((s > 0) & (s >= min_share), tf.float32)[:, None] for s in shares]
+    out_labels = tf.reduce_max(tf.stack([k * py for k, py in zip(keep_labels, partner_labels)]), axis=0)
+    return tf.cast(out, images.dtype), tf.cast(out_labels, labels.dtype)
+
+
+def _seed_key(seed) -> int:
+    """A 62-bit key of the recipe `seed` for the views' stateless seeds."""
+    return int(np.random.SeedSequence([int(seed), _KEY_SALT]).generate_state(1, np.uint64)[0] >> np.uint64(2))
+
+
+def step_seed(seed, step):
+    """The stateless seed (int64 [2]) of the views of training step `step` of a run seeded `seed`."""
+    import tensorflow as tf
+
+    return tf.stack([tf.constant(_seed_key(seed), tf.int64), tf.cast(step, tf.int64)])
+
+
+def mixer(cfg, seed):
+    """A views config (`recipe.ViewsConfig`) -> fn(images, labels, step) -> (images, labels), or None for "none"."""
+    if cfg is None or cfg.kind == "none":
+        return None
+
+    def mix(images, labels, step):
+        return mix_batch(images, labels, step_seed(seed, step), cfg.kind, alpha=cfg.alpha, prob=cfg.prob,
+                         min_share=cfg.min_share)
+
+    return mix
+
+
+def mixed_data(data, mix, step):
+    """A training step's `data` ((x, y) or (x, y, sample_weight)) with x and y mixed by `mix` at `step`."""
+    import keras
+
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    x, y = mix(x, y, keras.ops.convert_to_tensor(step))
+    return (x, y) if sample_weight is None else (x, y, sample_weight)
+
+
+def trainer(cfg, seed):
+    """A `train.fit` `wrap_model` that trains a plain model on mixed views, or None for "none".
+
+    The trainer is the model's own graph (a Functional of its input and output: the same layers, so the
+    same weights), whose train step mixes each batch first (`mixed_data`); prediction is unchanged.
+    """
+    mix = mixer(cfg, seed)
+    if mix is None:
+        return None
+    import keras
+
+    class MixedViews(keras.Model):
+        """`model` trained on mixed views of its batches."""
+
+        def __init__(self, model):
+            super().__init__(model.input, model.output, name=model.name)
+
+        def train_step(self, data):
+            return super().train_step(mixed_data(data, mix, self.optimizer.iterations))
+
+    return MixedViews
+
+
+def check_targets(kind, teacher_logits, where="distill.views.kind"):
+    """The error text when mixed views meet cached teacher targets, else None."""
+    if kind == "none" or teacher_logits == "online":
+        return None
+    what = ("view tables are indexed by (data pass, record), a mixed view depends on its batch"
+            if teacher_logits == "cached_views" else "clean-image targets cannot describe a mixed view")
+    return (f"key '{where}' is '{kind}' but distill.teacher_logits is '{teacher_logits}' ({what}); "
+            f"distill.views.kind={kind} needs distill.teacher_logits=online")
+
+
+def _bench(rounds=5, calls=50):
+    """Print the cost of mixing one batch (B=64, 32 px) of each kind in a tf.function: the median CPU time
+    (process time, all threads: robust to other load on a shared machine) and wall time per batch, the
+    kinds taking turns `rounds` times."""
+    import time
+
+    import tensorflow as tf
+
+    x = tf.random.uniform([64, 32, 32, 3])
+    y = tf.cast(tf.random.uniform([64, 30]) < 0.1, tf.float32)
+    fns = {kind: tf.function(lambda x, y, s, kind=kind: mix_batch(x, y, step_seed(0, s), kind)) for kind in KINDS[1:]}
+    cpu, wall = {k: [] for k in fns}, {k: [] for k in fns}
+    for kind, fn in fns.items():  # trace and warm up
+        for s in range(10):
+            fn(x, y, tf.constant(s, tf.int64))[0].numpy()
+    for r in range(rounds):
+        for kind, fn in fns.items():
+            for s in range(calls):
+                step = tf.constant(r * calls + s, tf.int64)
+                c0, w0 = time.process_time(), time.perf_counter()
+                fn(x, y, step)[0].numpy()
+                cpu[kind].append(time.process_time() - c0)
+                wall[kind].append(time.perf_counter() - w0)
+    for kind in fns:
+        cpu_ms, wall_ms = 1000 * float(np.median(cpu[kind])), 1000 * float(np.median(wall[kind]))
+        print(f"{kind:7s} {cpu_ms:.2f} ms CPU, {wall_ms:.2f} ms "
+              f"wall per batch (B=64, 32 px, median of {rounds * calls})")
+
+
+if __name__ == "__main__":
+    _bench()
