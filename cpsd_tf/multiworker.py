@@ -176,6 +176,25 @@ def predict_local(model, dataset):
     return np.concatenate(out, axis=0).astype(np.float32)
 
 
+def barrier():
+    """Wait until every worker gets here (a no-op without a multi-worker strategy).
+
+    The end of a stage command: a worker that exits while the chief still writes the model looks to the
+    chief's coordination service like a crashed task (it logs "tasks are unhealthy"), so they leave together.
+    """
+    if not active():
+        return
+    import tensorflow as tf
+
+    strategy_ = _strategy
+
+    @tf.function
+    def together():
+        return strategy_.reduce("SUM", strategy_.run(lambda: tf.ones([])), axis=None)
+
+    together()
+
+
 def wait_for(condition, seconds, poll=1.0):
     """Poll `condition()` until it holds (True) or `seconds` pass (False)."""
     import time

@@ -212,6 +212,7 @@ def test_cli_stage_on_two_workers_only_the_chief_writes(setup):
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
+        assert "unhealthy" not in err  # the workers left together (no peer looked crashed to the chief)
     model_dir = run_dir / "baseline"
     assert sorted(p.name for p in model_dir.iterdir()) == [
         ".lock", "metrics.json", "model.keras", "provenance.json", "tensorboard", "thresholds.json"]

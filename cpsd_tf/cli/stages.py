@@ -42,6 +42,7 @@ def _done(r, directory):
 
     if multiworker.is_chief():
         runs.record_recipe(r, directory)
+    multiworker.barrier()  # the workers of a multi-worker run leave together
 
 
 def _reading(recipe, run_dir, overrides):
