@@ -28,6 +28,9 @@ def model_values(recipe, *extra_keys, **extra_values):
     values = rundir.recipe_values(recipe, [*MODEL_KEYS, *extra_keys])
     for fallback in ("train.epochs", "train.lr", "train.validate_every"):
         values.pop(fallback, None)
+    # How the training is spread over devices and machines is not what the model is made of: a model
+    # trained on several workers is the single-process model, and may be evaluated or resumed without them.
+    values.pop("train.strategy", None)
     values.update(extra_values)
     return values
 

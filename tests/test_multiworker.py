@@ -228,3 +228,13 @@ def test_cli_stage_on_two_workers_only_the_chief_writes(setup):
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
         assert "[baseline] baseline finished already, skipped" in out
+    # One process without TF_CONFIG or the strategy key takes the model as its own (the strategy is not
+    # part of a model's provenance).
+    from click.testing import CliRunner
+
+    from cpsd_tf.cli import cli
+
+    result = CliRunner().invoke(cli, ["baseline", "--recipe", str(recipe_path), "--run-dir", str(run_dir),
+                                      "--set", "baseline.epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert "[baseline] baseline finished already, skipped" in result.output
