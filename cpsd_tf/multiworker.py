@@ -12,10 +12,14 @@ after loading the recipe.
 Keras 3.15's `fit` does not run under this strategy as shipped (keras-team/keras#20585, checked again
 with TF 2.21 / Keras 3.15). Two narrow adaptations of the trainer object (`adapt`) make it run; both lean
 on Keras internals and are pinned by `tests/test_multiworker.py` to the versions in pyproject:
-1. `_maybe_symbolic_build` builds the model from the first local replica's batch (only shapes matter)
-   instead of a cross-worker mean of the batch, which fails in eager mode;
+1. `_maybe_symbolic_build` builds the model from zeros shaped like the dataset's elements (only shapes
+   matter) instead of a cross-worker mean of the first batch, which fails in eager mode (and would use up
+   that batch);
 2. `train_step` returns its logs as shape [1] tensors, because Keras reduces the logs across workers as
    a mean along axis 0, which a scalar does not have; callbacks still see the same scalars.
+
+The input (`distribute`): every worker builds the same deterministic stream of global batches and keeps
+its own rows of each, so the workers train on exactly the batches one process would.
 
 Only the chief (worker 0, or the `chief` task) writes the model folder, its lock and provenance; the other
 workers write their backups, selection state and logs to a temporary folder of their own (removed at the
