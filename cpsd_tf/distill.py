@@ -216,6 +216,7 @@ def train_student(recipe, run_dir, name, sets, model_dir, force=False):
         positive = recipe.teachers.images == "positive" and any(s != "baseline" for s in sets)
         kwargs["wrap_model"] = online_wrapper(_load_teacher_sets(run_dir, sets), m, positive_only=positive,
                                               terms=(loss, sets), mix=views.mixer(d.views, recipe.seed))
+        kwargs["with_objects"] = views.by_object(d.views)
     else:
         kwargs["wrap_model"] = term_logger(loss, sets)
     init_from = rundir.baseline_dir(run_dir) / rundir.MODEL_FILE if d.init == "baseline" else None

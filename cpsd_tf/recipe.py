@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from cpsd_tf import io
-from cpsd_tf.data.augment_config import AugmentConfig
+from cpsd_tf.data.augment_config import AugmentConfig, objects_moved
 from cpsd_tf.data.scenes import ScenesConfig
 from cpsd_tf.errors import UserError
 from cpsd_tf.views import check_targets
@@ -130,8 +130,17 @@ class ViewsConfig(_Config):
         "per axis (1 = uniform)."
     )
     min_share: float = Field(
-        0.1, ge=0, le=0.5, description="An image's labels count in the mixed view when its share (mixup weight, "
-        "visible area) is at least this."
+        0.1, ge=0, le=0.5, description="labels: area. An image's labels count in the mixed view when its share "
+        "(mixup weight, visible area) is at least this."
+    )
+    labels: Literal["area", "objects"] = Field(
+        "area", description="ASL labels of a cutmix/mosaic view: area (every label of each image whose share is "
+        ">= min_share) or objects (each object whose box stays >= min_visible in view; needs the data's "
+        "<split>.objects.npz, which cpsd-tf data scenes writes)."
+    )
+    min_visible: float = Field(
+        0.5, gt=0, le=1, description="labels: objects. An object is a positive of the mixed view when at least "
+        "this fraction of its box is shown."
     )
 
 
@@ -324,6 +333,13 @@ def from_dict(tree, source="<recipe>", overrides=()):
         where = "--set model.weights" if "model.weights" in keys else source
         raise UserError(f"{where}: key 'model.weights' is 'pretrain' but pretrain.enabled is false; "
                         f"set pretrain.enabled: true")
+    for where, views in (("distill.views", recipe.distill.views), ("baseline.views", recipe.baseline.views)):
+        moved = views.labels == "objects" and views.kind in ("cutmix", "mosaic") and objects_moved(recipe.data.augment)
+        if moved:
+            given = [k for k in (f"{where}.labels", moved.split(" ")[0]) if k in keys]
+            raise UserError(f"{f'--set {given[0]}' if given else source}: key '{where}.labels' is 'objects' but "
+                            f"{moved} moves objects where their boxes do not follow; labels by object need "
+                            f"augmentation limited to flip and translate (or {where}.labels: area)")
     d = recipe.distill
     if check_targets(d.views.kind, d.teacher_logits):
         given = [k for k in ("distill.views.kind", "distill.teacher_logits") if k in keys]

@@ -393,6 +393,7 @@ def fit(
     targets_by_pass=False,
     init_from=None,
     wrap_model=None,
+    with_objects=False,
 ):
     """Train one model into `model_dir` (resuming from its backup) and return its `metrics.json` dict.
 
@@ -423,6 +424,8 @@ def fit(
         init_from: path of a `.keras` model of the same architecture to start from. Defaults to None.
         wrap_model: callable (model) -> the Keras model that is compiled and fitted (e.g. a student
             wrapped with its teachers for online distillation); `model` is what is saved. Defaults to None.
+        with_objects: bool, batches are `({"image", "objects"}, targets)` (`pipeline.build`), for a
+            `wrap_model` that labels mixed views by object (`views`). Defaults to False.
 
     Raises:
         UserError: no training image, a non-finite loss or validation score, a full disk, an unreadable
@@ -436,7 +439,7 @@ def fit(
         return _fit(recipe, write_dir, num_classes=num_classes, class_names=class_names, subset=subset,
                     images=images, epochs=epochs, title=title, extra_callbacks=extra_callbacks, loss=loss,
                     targets_fn=targets_fn, targets_by_pass=targets_by_pass, init_from=init_from,
-                    wrap_model=wrap_model)
+                    wrap_model=wrap_model, with_objects=with_objects)
     finally:
         multiworker.release(folder, write_dir)
 
@@ -457,6 +460,7 @@ def _fit(
     targets_by_pass=False,
     init_from=None,
     wrap_model=None,
+    with_objects=False,
 ):
     """`fit` into `model_dir`, the folder this process writes."""
     import keras
@@ -488,6 +492,7 @@ def _fit(
         data.dir, data.train_split, batch_size=batch, training=True, augment=data.augment, images=images,
         shuffle_buffer=train_cfg.shuffle_buffer, seed=recipe.seed, repeat=True, cache=train_cfg.cache,
         with_index=targets_fn is not None, with_pass=targets_by_pass, image_size=data.image_size, subset=subset,
+        with_objects=with_objects,
         # several workers each cut their share out of their own copy of every global batch: the copies must agree
         deterministic=True if multiworker.active() else None,
     )

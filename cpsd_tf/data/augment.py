@@ -26,6 +26,7 @@ from cpsd_tf.data.augment_config import (  # noqa: F401  (re-exported)
     CropConfig,
     CutoutConfig,
     RandAugmentConfig,
+    objects_moved,
 )
 
 GEOMETRIC_FILL = 0.5  # mid-gray fill of rotate/shear/translate (RandAugment's (128, 128, 128))
@@ -366,6 +367,33 @@ def random_translate(image, seed, max_fraction):
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     offset = tf.round(tf.random.stateless_uniform([2], seed, -max_fraction, max_fraction) * shape)
     return shift(image, offset[0], offset[1], mode="SYMMETRIC")
+
+
+def view_geometry(seed, config: AugmentConfig, size):
+    """Where `augment_image(image, seed, config)` moves the content of a `size` x `size` image.
+
+    Returns (flipped, dy, dx): bool scalar (mirrored left-right first) and float32 scalars (then shifted
+    dy pixels down and dx right), the very draws `random_flip` and `random_translate` make from `seed`.
+    RandAugment's geometric ops and the crop are not covered (`objects_moved` names them in a config).
+    """
+    s_flip, s_translate, _, _ = tf.unstack(tf.random.experimental.stateless_split(seed, num=4))
+    flipped, dy, dx = tf.constant(False), tf.constant(0.0), tf.constant(0.0)
+    if config.flip:  # tf.image.stateless_random_flip_left_right: one uniform draw, mirrored below 0.5
+        flipped = tf.random.stateless_uniform([], s_flip, 0.0, 1.0) < 0.5
+    if config.translate > 0:
+        side = tf.cast(size, tf.float32)
+        offset = tf.round(tf.random.stateless_uniform([2], s_translate, -config.translate, config.translate) * side)
+        limit = tf.floor(side / 2.0)  # `shift` clamps mirror-padded shifts to half the side
+        dy, dx = tf.unstack(tf.clip_by_value(offset, -limit, limit))
+    return flipped, dy, dx
+
+
+def move_boxes(boxes, flipped, dy, dx, size):
+    """Boxes float32 [..., 4] (top, left, bottom, right in pixels) moved as `view_geometry` says."""
+    top, left, bottom, right = tf.unstack(boxes, axis=-1)
+    side = tf.cast(size, tf.float32)
+    left, right = tf.where(flipped, side - right, left), tf.where(flipped, side - left, right)
+    return tf.stack([top + dy, left + dx, bottom + dy, right + dx], axis=-1)
 
 
 def crop_window(image_shape, seed, crop: CropConfig):

@@ -113,3 +113,14 @@ class AugmentConfig(_Config):
     def is_identity(self) -> bool:
         """True when no op would change an image (the pipeline then skips the augment step)."""
         return not (self.flip or self.translate > 0 or self.crop or self.randaugment or self.cutout)
+
+
+def objects_moved(config: AugmentConfig):
+    """What in `config` moves objects in a way `augment.view_geometry` does not follow (flip and translate
+    only), as the recipe key, or None."""
+    if config.crop is not None:
+        return "data.augment.crop"
+    ra = config.randaugment
+    if ra is not None and set(ra.ops) & {"rotate", "shear_x", "shear_y", "translate_x", "translate_y"}:
+        return "data.augment.randaugment (its rotate, shear and translate ops)"
+    return None

@@ -17,6 +17,9 @@ Element structure (`build`):
              `num_examples`); 0 for a dataset that is not repeated. Row of a `view_targets` table.
              (With `deterministic=False` elements of neighbouring passes may mix in the batches around a
              pass boundary; each element's pass is still its own.)
+    with_objects: adds `"objects"`, float32 [B, K, 5]: where the record's objects are in its view (rows
+             (class, top, left, bottom, right) in pixels, class -1 pads), from `<split>.objects.npz`
+             (`objects_table`), for mixed views that label by object (`cpsd_tf.views`).
     A 3-tuple `(x, y, index)` is deliberately not offered: `model.fit` would read `index` as sample weights.
 
 Canonical preprocessing (`preprocess_eval`, reused by the export stage inside the SavedModel):
@@ -211,6 +214,7 @@ def build(
     cache: bool = False,
     with_index: bool = False,
     with_pass: bool = False,
+    with_objects: bool = False,
 ) -> tf.data.Dataset:
     """Build the batched dataset of a split (structure and preprocessing in the module docstring).
 
@@ -239,6 +243,10 @@ def build(
         with_pass: bool, also yield the data pass of each element under `"pass"` (int64 [B]), e.g.
             `({"image", "index", "pass"}, targets)` with `with_index`. Needs `repeat=True` when
             training (a non-repeated training stream has no reproducible views). Defaults to False.
+        with_objects: bool, also yield where each record's objects are in its view, under `"objects"`
+            (float32 [B, K, 5] rows (class, top, left, bottom, right) in pixels of the S x S view, after its
+            flip and translation; class -1 pads), from the split's objects file (`objects_table`).
+            Defaults to False.
 
     Returns:
         A `tf.data.Dataset`.
@@ -261,6 +269,13 @@ def build(
     if augment is not None and augment.is_identity:
         augment = None
     decode_early = cache and (augment is None or augment.crop is None)
+    if with_objects:
+        moved = augment is not None and aug.objects_moved(augment)
+        if moved:
+            raise UserError(f"{moved} moves objects in ways their boxes do not follow; object boxes need "
+                            "augmentation limited to flip and translate")
+        table = tf.constant(objects_table(data_dir, split) * np.float32([1, image_size, image_size, image_size,
+                                                                          image_size]))
 
     # --- records, in index order (evaluation) or shuffled by shard (training)
     if training and len(paths) > 1 and not cache:
@@ -327,18 +342,28 @@ def build(
                 out = augment_decoded(image, s, augment)
             else:
                 out = preprocess_train(image, s, image_size, augment)
-        return out, y, index, pass_
+        if not with_objects:
+            return out, y, index, pass_
+        objects = tf.gather(table, index)
+        if augment is not None:  # the boxes follow the view's flip and translation
+            s_aug = tf.random.experimental.stateless_split(s, num=2)[1]  # as preprocess_train / augment_decoded
+            flipped, dy, dx = aug.view_geometry(s_aug, augment, image_size)
+            boxes = aug.move_boxes(objects[:, 1:], flipped, dy, dx, image_size)
+            objects = tf.concat([objects[:, :1], boxes], axis=1)
+        return out, y, index, pass_, objects
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    if with_index or with_pass:
+    if with_index or with_pass or with_objects:
 
-        def features(x, y, index, pass_):
+        def features(x, y, index, pass_, objects=None):
             out = {"image": x}
             if with_index:
                 out["index"] = index
             if with_pass:
                 out["pass"] = pass_
+            if with_objects:
+                out["objects"] = objects
             return out, y
 
         ds = ds.map(features)
@@ -416,6 +441,60 @@ def build_views(
 def for_fit(ds):
     """`({"image", "index"[, "pass"]}, targets)` batches -> `(images, targets)` for `model.fit`."""
     return ds.map(lambda features, y: (features["image"], y))
+
+
+OBJECTS_FILE = "{split}.objects.npz"
+
+
+def objects_path(data_dir, split):
+    """`<data_dir>/<split>.objects.npz`: where the objects of a split's images are (optional)."""
+    from pathlib import Path
+
+    return Path(data_dir) / OBJECTS_FILE.format(split=split)
+
+
+def write_objects(data_dir, split, objects):
+    """Write a split's objects file atomically.
+
+    Args:
+        data_dir: str or Path, the data folder.
+        split: str, the split name.
+        objects: list (one per record, in `index` order) of lists of (class, top, left, bottom, right),
+            coordinates as fractions of the image's height and width.
+    """
+    from cpsd_tf import io
+
+    k = max([len(o) for o in objects] + [1])
+    table = np.full((len(objects), k, 5), -1.0, np.float32)
+    for i, rows in enumerate(objects):
+        if rows:
+            table[i, : len(rows)] = np.asarray(rows, np.float32)
+    with io.atomic_path(objects_path(data_dir, split), suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, objects=table)
+
+
+def objects_table(data_dir, split) -> np.ndarray:
+    """float32 [N, K, 5]: row (class, top, left, bottom, right) of each object of record i (coordinates as
+    fractions of the image side, class -1 pads), from `<split>.objects.npz`.
+
+    Raises:
+        UserError: the file is missing (`cpsd-tf data scenes` writes one per split; other sources have
+            none), unreadable, or does not match the split.
+    """
+    path = objects_path(data_dir, split)
+    if not path.is_file():
+        raise UserError(f"{path}: not found; labels by object need where each object is (`cpsd-tf data scenes` "
+                        "writes this file; other data sets have none): use views.labels: area")
+    try:
+        with np.load(path) as f:
+            table = np.asarray(f["objects"], np.float32)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{path}: not a readable objects file ({type(e).__name__}: {e})") from None
+    n = num_examples(data_dir, split)
+    if table.ndim != 3 or table.shape[0] != n or table.shape[2] != 5:
+        raise UserError(f"{path}: objects of shape {list(table.shape)}, expected [{n}, K, 5] for split '{split}'")
+    return table
 
 
 def labels_matrix(data_dir, split, *, subset: Optional[Sequence[int]] = None, images="all"):

@@ -354,13 +354,21 @@ def _render_chunks(config: ScenesConfig, split: str, seed: int, objects):
         yield start, (np.clip(canvases, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), boxes
 
 
-def render_split(config: ScenesConfig, split: str, seed: int = 0, objects=None):
-    """Yield (png_bytes, image_id, labels) for every image of a split, in order."""
+def render_split(config: ScenesConfig, split: str, seed: int = 0, objects=None, where=None):
+    """Yield (png_bytes, image_id, labels) for every image of a split, in order.
+
+    `where`, a list, receives per image its objects' rows (class, top, left, bottom, right), coordinates
+    as fractions of the side (the objects file, `pipeline.write_objects`).
+    """
     if objects is None:
         objects, _ = sample_objects(config, split, seed)
-    for start, pixels, _ in _render_chunks(config, split, seed, objects):
+    size = float(config.image_size)
+    for start, pixels, boxes in _render_chunks(config, split, seed, objects):
         for j in range(len(pixels)):
             obj = objects[start + j]
+            if where is not None:
+                where.append([(int(c), y / size, x / size, (y + side) / size, (x + side) / size)
+                              for c, (y, x, side) in zip(obj, boxes[j])])
             yield _encode_png(pixels[j]), f"scenes-{split}-{start + j:06d}", sorted(int(c) for c in obj)
 
 
@@ -416,7 +424,8 @@ def render_with_boxes(config: ScenesConfig, objects, split: str = "test", seed: 
 
 
 def generate(out_dir, config: ScenesConfig, seed: int = 0, splits=None) -> dict:
-    """Write the splits as TFRecord shards plus `stats.json` of train.
+    """Write the splits as TFRecord shards, each with `<split>.objects.npz` (where each object is:
+    `pipeline.write_objects`), plus `stats.json` of train.
 
     Args:
         out_dir: str or Path, the data folder (created if missing; an existing scenes data set there is
@@ -437,7 +446,7 @@ def generate(out_dir, config: ScenesConfig, seed: int = 0, splits=None) -> dict:
         >>> generate("data/scenes", ScenesConfig(train=200, val=50, test=50), seed=0)["splits"]["test_ood"]
         50
     """
-    from cpsd_tf.data import records
+    from cpsd_tf.data import pipeline, records
     from cpsd_tf.errors import UserError
     from cpsd_tf.stats import label_stats
 
@@ -469,13 +478,15 @@ def generate(out_dir, config: ScenesConfig, seed: int = 0, splits=None) -> dict:
         objects, _ = sample_objects(config, split, seed)
         if split == "train":
             train_objects = objects
+        where = []
         recs = (
             records.Record(image=png, image_id=image_id, labels=labels)
-            for png, image_id, labels in render_split(config, split, seed, objects)
+            for png, image_id, labels in render_split(config, split, seed, objects, where)
         )
         sizes[split] = records.write_split(
             out_dir, split, CLASSES, recs, total=len(objects), label=f"Generating {split:<8}", extra_meta=meta
         )
+        pipeline.write_objects(out_dir, split, where)  # each object's box, for mixed views labelled by object
         seconds[split] = round(time.perf_counter() - t0, 2)
     if train_objects is not None:
         stats = label_stats(multi_hot(train_objects), CLASSES)

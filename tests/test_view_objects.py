@@ -1,0 +1,184 @@
+"""Mixed views labelled by object (`views.labels: objects`): the objects file `cpsd-tf data scenes` writes,
+the boxes following each view's flip and translation through the pipeline, and the label rule checked by
+counting the pixels each object keeps in the mixed view."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from cpsd_tf import recipe, views
+from cpsd_tf.cli import cli
+from cpsd_tf.data import augment as aug
+from cpsd_tf.data import pipeline, records, scenes
+from cpsd_tf.data.augment_config import AugmentConfig
+from cpsd_tf.errors import UserError
+
+from helpers_recipes import write_tiny_recipe
+
+S = 32
+
+
+def test_view_geometry_is_the_augmentation_s_own():
+    """A white square, augmented: its pixels are exactly the moved box (mirror copies only add pixels)."""
+    cfg = AugmentConfig(flip=True, translate=0.2)
+    flips = set()
+    for t in range(60):
+        top, left, bottom, right = 3 + t % 7, 10, 20, 17 + t % 9
+        image = np.zeros((S, S, 3), np.float32)
+        image[top:bottom, left:right] = 1.0
+        seed = tf.constant([t, 99], tf.int64)
+        out = aug.augment_image(tf.constant(image), seed, cfg).numpy()[..., 0] > 0.5
+        flipped, dy, dx = aug.view_geometry(seed, cfg, S)
+        flips.add(bool(flipped))
+        t0, l0, b0, r0 = (int(v) for v in aug.move_boxes(tf.constant([top, left, bottom, right], tf.float32),
+                                                          flipped, dy, dx, S).numpy())
+        expected = np.zeros((S, S), bool)
+        expected[max(t0, 0):max(b0, 0), max(l0, 0):max(r0, 0)] = True
+        assert (out & expected).sum() == expected.sum() > 0, t
+        inner = np.zeros((S, S), bool)  # away from the edges no mirror copy can appear
+        inner[S // 2 - 4:S // 2 + 4, S // 2 - 4:S // 2 + 4] = True
+        assert not (out & ~expected & inner).any(), t
+    assert flips == {True, False}
+
+
+def _painted_batch(b=8, m=6, k=3, seed=0):
+    """Images whose every pixel is its image's number (1..b); 2-3 objects per image with boxes and labels."""
+    rng = np.random.default_rng(seed)
+    images = np.broadcast_to(np.arange(1, b + 1, dtype=np.float32)[:, None, None, None], (b, S, S, 3)).copy()
+    objects = np.full((b, k, 5), -1.0, np.float32)
+    labels = np.zeros((b, m), np.float32)
+    for i in range(b):
+        for j in range(int(rng.integers(2, k + 1))):
+            c, side = int(rng.integers(m)), int(rng.integers(5, 13))
+            y, x = (int(v) for v in rng.integers(-3, S - side + 3, size=2))  # some boxes stick out of the frame
+            objects[i, j] = [c, y, x, y + side, x + side]
+            labels[i, c] = 1.0
+    return images, objects, labels
+
+
+def _labels_by_pixels(mixed, objects, m, min_visible):
+    """The rule recomputed from the mixed pixels: an object of image j is a positive of view i when at least
+    `min_visible` of its in-frame box shows image j's pixels in view i."""
+    out = np.zeros((len(mixed), m), np.float32)
+    for i, view in enumerate(mixed[..., 0]):
+        for j, rows in enumerate(objects):
+            for c, y0, x0, y1, x1 in rows:
+                if c < 0:
+                    continue
+                y0, x0, y1, x1 = (int(np.clip(v, 0, S)) for v in (y0, x0, y1, x1))
+                area = (y1 - y0) * (x1 - x0)
+                if area and (view[y0:y1, x0:x1] == j + 1).sum() >= min_visible * area:
+                    out[i, int(c)] = 1.0
+    return out
+
+
+@pytest.mark.parametrize("kind", ["cutmix", "mosaic"])
+def test_object_labels_match_the_pixels_each_object_keeps(kind):
+    images, objects, labels = _painted_batch()
+    for step in range(12):
+        for min_visible, prob in ((0.5, 1.0), (0.25, 1.0), (0.9, 0.5)):
+            mixed, out = views.mix_batch(tf.constant(images), tf.constant(labels), views.step_seed(1, step), kind,
+                                         prob=prob, objects=tf.constant(objects), min_visible=min_visible)
+            expected = _labels_by_pixels(mixed.numpy(), objects, labels.shape[1], min_visible)
+            np.testing.assert_array_equal(out.numpy(), expected)
+
+
+def test_unmixed_views_keep_their_labels_and_mixup_keeps_the_share_rule():
+    images, objects, labels = _painted_batch()
+    for kind in ("cutmix", "mosaic"):
+        _, out = views.mix_batch(tf.constant(images), tf.constant(labels), views.step_seed(0, 0), kind, prob=0.0,
+                                 objects=tf.constant(objects))
+        np.testing.assert_array_equal(out.numpy(), labels)
+    by_share = views.mix_batch(tf.constant(images), tf.constant(labels), views.step_seed(0, 3), "mixup")
+    by_object = views.mix_batch(tf.constant(images), tf.constant(labels), views.step_seed(0, 3), "mixup",
+                                objects=tf.constant(objects))
+    np.testing.assert_array_equal(by_share[1].numpy(), by_object[1].numpy())
+
+
+def _square_records(tmp_path, n=12):
+    """A data set whose image i holds one white square on black, and its objects file."""
+    rng = np.random.default_rng(0)
+    recs, where = [], []
+    for i in range(n):
+        side = int(rng.integers(6, 11))
+        y, x = (int(v) for v in rng.integers(4, S - side - 4, size=2))
+        pixels = np.zeros((S, S, 3), np.uint8)
+        pixels[y:y + side, x:x + side] = 255
+        recs.append(records.Record(image=scenes._encode_png(pixels), image_id=f"sq{i}", labels=[i % 3]))
+        where.append([(i % 3, y / S, x / S, (y + side) / S, (x + side) / S)])
+    records.write_split(tmp_path, "train", ["a", "b", "c"], iter(recs), total=n)
+    pipeline.write_objects(tmp_path, "train", where)
+    return tmp_path
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_pipeline_boxes_follow_each_view(tmp_path, cache):
+    data = _square_records(tmp_path)
+    ds = pipeline.build(data, "train", image_size=S, batch_size=4, training=True, repeat=True, cache=cache,
+                        augment=AugmentConfig(flip=True, translate=0.1), with_objects=True, seed=3)
+    for features, y in ds.take(6):
+        for image, rows, labels in zip(features["image"].numpy(), features["objects"].numpy(), y.numpy()):
+            c, t, l, b, r = rows[0]
+            assert labels[int(c)] == 1
+            white = np.argwhere(image[..., 0] > 0.5)
+            np.testing.assert_array_equal(white.min(0), [t, l])
+            np.testing.assert_array_equal(white.max(0) + 1, [b, r])
+
+
+def test_objects_file_refusals(tmp_path):
+    data = _square_records(tmp_path)
+    with pytest.raises(UserError, match="randaugment"):
+        pipeline.build(data, "train", image_size=S, batch_size=4, training=True, with_objects=True,
+                       augment=AugmentConfig(randaugment={}))
+    pipeline.objects_path(data, "train").write_bytes(b"not npz")
+    with pytest.raises(UserError, match=r"train\.objects\.npz: not a readable objects file"):
+        pipeline.objects_table(data, "train")
+    pipeline.write_objects(data, "train", [[(0, 0.1, 0.1, 0.2, 0.2)]])  # one row for 12 records
+    with pytest.raises(UserError, match=r"objects of shape \[1, 1, 5\], expected \[12, K, 5\]"):
+        pipeline.objects_table(data, "train")
+    pipeline.objects_path(data, "train").unlink()
+    with pytest.raises(UserError, match="not found.*use views.labels: area"):
+        pipeline.objects_table(data, "train")
+
+
+def test_scenes_objects_file_matches_the_labels_and_the_glyphs(tmp_path):
+    config = scenes.ScenesConfig(train=40, val=8, test=8, image_size=S)
+    scenes.generate(tmp_path, config, seed=2, splits=["train"])
+    table = pipeline.objects_table(tmp_path, "train")
+    _, labels = pipeline.labels_matrix(tmp_path, "train")
+    pixels, objects, boxes = scenes.split_pixels(config, "train", seed=2)
+    for i in range(len(table)):
+        rows = table[i][table[i, :, 0] >= 0]
+        hot = np.zeros(labels.shape[1])
+        hot[rows[:, 0].astype(int)] = 1
+        np.testing.assert_array_equal(hot, labels[i])
+        np.testing.assert_allclose(rows[:, 1:] * S, [(y, x, y + s, x + s) for y, x, s in boxes[i]])
+
+
+def test_recipe_keys_and_refusal(tmp_path):
+    path = write_tiny_recipe(tmp_path, baseline={"views": {"kind": "cutmix", "labels": "objects"}})
+    r = recipe.load(path)
+    assert r.baseline.views.labels == "objects" and r.baseline.views.min_visible == 0.5
+    assert views.by_object(r.baseline.views) and not views.by_object(r.distill.views)
+    with pytest.raises(UserError, match="randaugment.*moves objects"):
+        recipe.load(path, ["data.augment.randaugment={}"])
+    with pytest.raises(UserError, match="min_visible"):
+        recipe.load(path, ["baseline.views.min_visible=0"])
+
+
+def test_baseline_stage_with_object_labels(tmp_path):
+    path = write_tiny_recipe(tmp_path, baseline={"views": {"kind": "mosaic", "labels": "objects"}})
+    runner = CliRunner()
+    result = runner.invoke(cli, ["data", "build", "--recipe", str(path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "train.objects.npz").is_file()
+    result = runner.invoke(cli, ["baseline", "--recipe", str(path)])
+    assert result.exit_code == 0, result.output
+    values = json.loads((tmp_path / "run" / "baseline" / "provenance.json").read_text())["values"]
+    assert values["baseline.views.labels"] == "objects"
+    (tmp_path / "data" / "train.objects.npz").unlink()
+    result = runner.invoke(cli, ["baseline", "--recipe", str(path), "--force"])
+    assert result.exit_code == 2 and "train.objects.npz: not found" in result.output
