@@ -9,7 +9,7 @@ distilled on mixed views with a baseline trained on the same views.
 
 import click
 
-from cpsd_tf import rundir, stage, views
+from cpsd_tf import multiworker, rundir, stage, views
 from cpsd_tf.data import pipeline, prepare, records
 
 
@@ -30,7 +30,7 @@ def _train_full(recipe, run_dir, model_dir, epochs, title, force, why=""):
                       wrap_model=views.trainer(recipe.baseline.views, recipe.seed),
                       with_objects=views.by_object(recipe.baseline.views))
     metrics = rundir.model_metrics(model_dir)
-    if metrics:
+    if metrics and multiworker.is_chief():  # another worker wrote nothing there
         click.echo(
             f"[{title}] best {metrics['select_split']} mAP {metrics['select_metrics']['mAP']:.2f} "
             f"at epoch {metrics['best_epoch']} ({metrics['best_weights']} weights) -> {model_dir}"

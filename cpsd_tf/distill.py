@@ -26,7 +26,7 @@ import click
 
 from cpsd_tf import logits as logits_mod
 from cpsd_tf import recipe as recipe_mod
-from cpsd_tf import rundir, stage, view_targets, views
+from cpsd_tf import multiworker, rundir, stage, view_targets, views
 from cpsd_tf.data import prepare, records
 from cpsd_tf.errors import UserError
 
@@ -228,7 +228,7 @@ def train_student(recipe, run_dir, name, sets, model_dir, force=False):
         loss=loss, init_from=init_from, **kwargs,
     )
     metrics = rundir.model_metrics(model_dir)
-    if metrics:
+    if metrics and multiworker.is_chief():  # another worker wrote nothing there
         click.echo(f"[distill] {name}: best {metrics['select_split']} mAP {metrics['select_metrics']['mAP']:.2f} "
                    f"at epoch {metrics['best_epoch']}")
 

@@ -149,8 +149,35 @@ def claim(run_dir):
             f"run directory '{run_dir}' holds files cpsd-tf did not write (no {RECIPE_FILE}); "
             f"choose a new or empty folder with --run-dir"
         )
+    created = not run_dir.exists()
+    if created or not any(run_dir.iterdir()):
+        _claimed_new.append((run_dir, created))
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+_claimed_new = []  # (run directory, whether this process created the folder) claimed new or empty
+
+
+def forget_claims():
+    """Start of a command: run directories claimed by an earlier command of this process are not its own."""
+    _claimed_new.clear()
+
+
+def discard_unused_claims():
+    """After a failed command: a run directory it claimed new or empty and left holding only the
+    `recipe.yaml` it wrote is put back as it was (the file removed, a folder it created removed), so a
+    refused stage leaves no run behind. Anything else in the folder keeps it all."""
+    while _claimed_new:
+        run_dir, created = _claimed_new.pop()
+        try:
+            if [p.name for p in run_dir.iterdir()] != [RECIPE_FILE]:
+                continue
+            (run_dir / RECIPE_FILE).unlink()
+            if created:
+                run_dir.rmdir()
+        except OSError:
+            continue
 
 
 def require_run_dir(run_dir):

@@ -79,6 +79,7 @@ def train_model(recipe, model_dir, *, what, command, values, inputs, force=False
             click.echo(f"[{command}] {what} finished already, skipped")
             return "skipped"
         train.fit(recipe, model_dir, **fit_kwargs)
+        click.echo(f"[{command}] {what}: trained with the chief (worker 0), which writes {model_dir}")
         return "trained"
     try:
         with rundir.lock(model_dir, what):

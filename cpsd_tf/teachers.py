@@ -9,7 +9,7 @@ training is skipped here.
 import click
 
 from cpsd_tf import recipe as recipe_mod
-from cpsd_tf import rundir, stage
+from cpsd_tf import multiworker, rundir, stage
 from cpsd_tf.data import prepare, records
 from cpsd_tf.errors import UserError
 
@@ -121,7 +121,7 @@ def run(recipe, run_dir, only=None, shard=None, force=False):
             busy.append(name)
             continue
         metrics = rundir.model_metrics(model_dir)
-        if outcome == "trained" and metrics:
+        if outcome == "trained" and metrics and multiworker.is_chief():  # another worker wrote nothing there
             click.echo(f"[teachers] {name}: best {metrics['select_split']} mAP {metrics['select_metrics']['mAP']:.2f} "
                        f"at epoch {metrics['best_epoch']}")
     if busy:

@@ -8,7 +8,7 @@ import pytest
 from cpsd_tf import epoch_cost, recipe, stage, train
 from cpsd_tf.errors import UserError
 
-from test_train import _fit, _leftovers, tiny  # noqa: F401  (tiny: the module fixture)
+from helpers_train import _fit, _leftovers, tiny  # noqa: F401  (tiny: a module fixture)
 
 
 def _count_validations(monkeypatch):

@@ -214,6 +214,9 @@ def test_cli_stage_on_two_workers_only_the_chief_writes(setup):
         assert p.returncode == 0, err
         assert "unhealthy" not in err  # the workers left together (no peer looked crashed to the chief)
     model_dir = run_dir / "baseline"
+    worker_out, chief_out = outs[0][0], outs[1][0]  # only the chief reports the model it wrote
+    assert "best val mAP" in chief_out and f"-> {model_dir}" in chief_out
+    assert "best val mAP" not in worker_out and "trained with the chief (worker 0), which writes" in worker_out
     assert sorted(p.name for p in model_dir.iterdir()) == [
         ".lock", "metrics.json", "model.keras", "provenance.json", "tensorboard", "thresholds.json"]
     assert "pid" in (model_dir / ".lock").read_text() and str(procs[1].pid) in (model_dir / ".lock").read_text()

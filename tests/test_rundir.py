@@ -251,3 +251,28 @@ def test_a_recipe_verb_prints_one_stderr_line_in_a_real_process(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["Error: --shard '5/2': need 0 <= i < n"], done.stderr
+
+
+def test_a_refused_stage_leaves_no_new_run_directory(tmp_path):
+    """`distill` before any teacher: exit 2, and the run directory it opened is put back as it was."""
+    from click.testing import CliRunner
+
+    from cpsd_tf.cli import cli
+
+    from helpers_recipes import write_tiny_recipe
+
+    path = write_tiny_recipe(tmp_path)
+    new = tmp_path / "new-run"
+    result = CliRunner().invoke(cli, ["distill", "--recipe", str(path), "--run-dir", str(new)])
+    assert result.exit_code == 2, result.output
+    assert not new.exists()
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    result = CliRunner().invoke(cli, ["distill", "--recipe", str(path), "--run-dir", str(empty)])
+    assert result.exit_code == 2 and empty.is_dir() and not any(empty.iterdir())
+    kept = tmp_path / "kept-run"  # a run with work in it keeps everything, the recipe too
+    kept.mkdir()
+    (kept / "recipe.yaml").write_text((tmp_path / "r.yaml").read_text())
+    (kept / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(cli, ["distill", "--recipe", str(path), "--run-dir", str(kept)])
+    assert result.exit_code == 2 and sorted(p.name for p in kept.iterdir()) == ["notes.txt", "recipe.yaml"]

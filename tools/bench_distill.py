@@ -18,7 +18,7 @@ overhead), timed to its result; the median per variant is printed, one line each
 baseline.
 
     /work/venv/bin/python tools/bench_distill.py --recipe recipes/demo.yaml [--k 5] [--steps 30] [--rounds 5]
-        [--views cutmix]
+        [--views cutmix [--view-labels objects]]
 """
 
 import argparse
@@ -38,6 +38,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per variant after tracing")
     parser.add_argument("--views", choices=["none", "mixup", "cutmix", "mosaic"], default="none",
                         help="also time the baseline and online steps on these mixed views")
+    parser.add_argument("--view-labels", choices=["area", "objects"], default="area",
+                        help="how --views labels its views (objects: the data folder's <split>.objects.npz)")
     args = parser.parse_args()
 
     from cpsd_tf.quiet import import_tensorflow
@@ -91,10 +93,12 @@ def main():
         "online": (distill.online_wrapper(teacher_sets, m)(model(m)), dataset(), distill_loss()),
     }
     if args.views != "none":
-        cfg = recipe_mod.ViewsConfig(kind=args.views)
-        variants[f"baseline+{args.views}"] = (views_mod.trainer(cfg, 0)(model(m)), dataset(), train.make_loss(r.train.loss))
-        variants[f"online+{args.views}"] = (distill.online_wrapper(teacher_sets, m, mix=views_mod.mixer(cfg, 0))(model(m)),
-                                            dataset(), distill_loss())
+        cfg = recipe_mod.ViewsConfig(kind=args.views, labels=args.view_labels)
+        mixed = dataset(with_objects=views_mod.by_object(cfg))
+        name = args.views + ("+objects" if views_mod.by_object(cfg) else "")
+        variants[f"baseline+{name}"] = (views_mod.trainer(cfg, 0)(model(m)), mixed, train.make_loss(r.train.loss))
+        variants[f"online+{name}"] = (distill.online_wrapper(teacher_sets, m, mix=views_mod.mixer(cfg, 0))(model(m)),
+                                      dataset(with_objects=views_mod.by_object(cfg)), distill_loss())
 
     def step_fn(mdl, it):
         def step():

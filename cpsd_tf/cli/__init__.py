@@ -50,8 +50,16 @@ class _Group(Group):
             return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx):
-        with _clean_errors():
-            return super().invoke(ctx)
+        from cpsd_tf import rundir
+
+        rundir.forget_claims()
+        try:
+            with _clean_errors():
+                return super().invoke(ctx)
+        except BaseException as e:
+            if not (isinstance(e, click.exceptions.Exit) and e.exit_code == 0):
+                rundir.discard_unused_claims()  # a refused stage leaves no new run directory behind
+            raise
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
