@@ -165,6 +165,9 @@ class TeachersConfig(_Config):
     images: Literal["all", "positive"] = Field(
         "all", description="all: every training image (official code); positive: images with a cluster label."
     )
+    views: ViewsConfig = Field(
+        ViewsConfig(), description="Mixed training views for the teachers too (not in the paper; default none)."
+    )
 
 
 class DistillConfig(_Config):
@@ -333,7 +336,8 @@ def from_dict(tree, source="<recipe>", overrides=()):
         where = "--set model.weights" if "model.weights" in keys else source
         raise UserError(f"{where}: key 'model.weights' is 'pretrain' but pretrain.enabled is false; "
                         f"set pretrain.enabled: true")
-    for where, views in (("distill.views", recipe.distill.views), ("baseline.views", recipe.baseline.views)):
+    for where, views in (("distill.views", recipe.distill.views), ("baseline.views", recipe.baseline.views),
+                         ("teachers.views", recipe.teachers.views)):
         moved = views.labels == "objects" and views.kind in ("cutmix", "mosaic") and objects_moved(recipe.data.augment)
         if moved:
             given = [k for k in (f"{where}.labels", moved.split(" ")[0]) if k in keys]

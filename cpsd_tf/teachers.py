@@ -9,7 +9,7 @@ training is skipped here.
 import click
 
 from cpsd_tf import recipe as recipe_mod
-from cpsd_tf import multiworker, rundir, stage
+from cpsd_tf import multiworker, rundir, stage, views
 from cpsd_tf.data import prepare, records
 from cpsd_tf.errors import UserError
 
@@ -111,11 +111,15 @@ def run(recipe, run_dir, only=None, shard=None, force=False):
             continue
         names = [info.classes[c] for c in subset]
         shown = ", ".join(names[:6]) + ("..." if len(names) > 6 else "")
-        click.echo(f"[teachers] {n}/{len(chosen)} {name}: {len(subset)} classes ({shown})")
+        kind = recipe.teachers.views.kind
+        mixed = f", {kind} views" if kind != "none" else ""
+        click.echo(f"[teachers] {n}/{len(chosen)} {name}: {len(subset)} classes ({shown}){mixed}")
         outcome = stage.train_model(
             trainer_recipe, model_dir, what=f"teacher {name}", command="teachers", values=values, inputs=inputs,
             force=force, busy="skip", run_dir=run_dir, num_classes=len(subset), class_names=names, subset=subset,
             images=recipe.teachers.images, epochs=recipe.teachers.epochs, title=f"teacher-{name}",
+            wrap_model=views.trainer(recipe.teachers.views, recipe.seed, subset),
+            with_objects=views.by_object(recipe.teachers.views),
         )
         if outcome == "busy":
             busy.append(name)

@@ -3,7 +3,8 @@
 `distill.views` mixes every batch before the student AND its online teachers see it, so the teachers'
 knowledge of out-of-context scenes (pasted objects, blended scenes) is asked of the student on those very
 views (function matching, Beyer et al., CVPR 2022). `baseline.views` gives the baseline the same views, so
-a gain can be told apart from the augmentation itself. Teachers are trained without them.
+a gain can be told apart from the augmentation itself. Teachers are trained without them unless
+`teachers.views` says otherwise (not in the paper: teachers that have seen mixed views themselves).
 
 Kinds (one image's share of the mixed view in brackets; `alpha` sets the shares):
 - `mixup`: `λ·x_i + (1 − λ)·x_j` [λ ~ Beta(alpha, alpha), the partner 1 − λ];
@@ -225,12 +226,25 @@ def step_seed(seed, step):
     return tf.stack([tf.constant(_seed_key(seed), tf.int64), tf.cast(step, tf.int64)])
 
 
-def mixer(cfg, seed):
-    """A views config (`recipe.ViewsConfig`) -> fn(images, labels, step) -> (images, labels), or None for "none"."""
+def mixer(cfg, seed, subset=None):
+    """A views config (`recipe.ViewsConfig`) -> fn(images, labels, step[, objects]) -> (images, labels), or
+    None for "none". `subset` (a teacher's class columns): its labels are those columns, so objects of
+    other classes are no label of it."""
     if cfg is None or cfg.kind == "none":
         return None
+    column = None
+    if subset is not None:  # dataset class -> the teacher's column, -1 for the classes it does not have
+        column = np.full(max(subset) + 2, -1.0, np.float32)
+        column[np.asarray(subset)] = np.arange(len(subset))
 
     def mix(images, labels, step, objects=None):
+        if objects is not None and column is not None:
+            import tensorflow as tf
+
+            cls = tf.cast(objects[..., :1], tf.int32)
+            inside = (cls >= 0) & (cls < len(column))
+            local = tf.where(inside, tf.gather(tf.constant(column), tf.clip_by_value(cls, 0, len(column) - 1)), -1.0)
+            objects = tf.concat([local, objects[..., 1:]], axis=-1)
         return mix_batch(images, labels, step_seed(seed, step), cfg.kind, alpha=cfg.alpha, prob=cfg.prob,
                          min_share=cfg.min_share, objects=objects, min_visible=cfg.min_visible)
 
@@ -255,13 +269,14 @@ def mixed_data(data, mix, step):
     return (x, y) if sample_weight is None else (x, y, sample_weight)
 
 
-def trainer(cfg, seed):
+def trainer(cfg, seed, subset=None):
     """A `train.fit` `wrap_model` that trains a plain model on mixed views, or None for "none".
 
     The trainer is the model's own graph (a Functional of its input and output: the same layers, so the
     same weights), whose train step mixes each batch first (`mixed_data`); prediction is unchanged.
+    `subset`: a teacher's class columns (`mixer`).
     """
-    mix = mixer(cfg, seed)
+    mix = mixer(cfg, seed, subset)
     if mix is None:
         return None
     import keras

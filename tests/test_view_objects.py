@@ -182,3 +182,38 @@ def test_baseline_stage_with_object_labels(tmp_path):
     (tmp_path / "data" / "train.objects.npz").unlink()
     result = runner.invoke(cli, ["baseline", "--recipe", str(path), "--force"])
     assert result.exit_code == 2 and "train.objects.npz: not found" in result.output
+
+
+def test_a_teacher_s_mixer_labels_its_own_columns():
+    """Subset [4, 1]: objects of class 4 -> column 0, of class 1 -> column 1, any other class -> no label."""
+    from cpsd_tf.recipe import ViewsConfig
+
+    images, objects, _ = _painted_batch(m=6)
+    subset = [4, 1]
+    mix = views.mixer(ViewsConfig(kind="cutmix", labels="objects", prob=0.0), 0, subset)
+    _, out = mix(tf.constant(images), tf.zeros([len(images), 2]), tf.constant(0, tf.int64), tf.constant(objects))
+    expected = np.zeros((len(images), 2), np.float32)
+    for i, rows in enumerate(objects):
+        for c in rows[:, 0]:
+            if c in subset:
+                expected[i, subset.index(int(c))] = 1.0
+    assert expected.sum() > 0 and expected.sum() < (objects[:, :, 0] >= 0).sum()
+    np.testing.assert_array_equal(out.numpy(), expected)
+    mix = views.mixer(ViewsConfig(kind="mosaic", labels="objects"), 0, subset)
+    full = views.mixer(ViewsConfig(kind="mosaic", labels="objects"), 0)
+    step = tf.constant(5, tf.int64)
+    _, part = mix(tf.constant(images), tf.zeros([len(images), 2]), step, tf.constant(objects))
+    _, whole = full(tf.constant(images), tf.zeros([len(images), 6]), step, tf.constant(objects))
+    np.testing.assert_array_equal(part.numpy(), whole.numpy()[:, subset])  # the same view, the teacher's columns
+
+
+def test_teachers_stage_with_views(tmp_path):
+    path = write_tiny_recipe(tmp_path, teachers={"views": {"kind": "cutmix", "labels": "objects"}})
+    runner = CliRunner()
+    for verb in ("data", "partition", "teachers"):
+        args = ["data", "build"] if verb == "data" else [verb]
+        result = runner.invoke(cli, [*args, "--recipe", str(path), *(["--only", "cgp-0"] if verb == "teachers" else [])])
+        assert result.exit_code == 0, result.output
+    assert "cutmix views" in result.output
+    values = json.loads((tmp_path / "run" / "teachers" / "cgp-0" / "provenance.json").read_text())["values"]
+    assert values["teachers.views.kind"] == "cutmix" and values["teachers.views.labels"] == "objects"
