@@ -484,8 +484,9 @@ def objects_table(data_dir, split) -> np.ndarray:
     """
     path = objects_path(data_dir, split)
     if not path.is_file():
-        raise UserError(f"{path}: not found; labels by object need where each object is (`cpsd-tf data scenes` "
-                        "writes this file; other data sets have none): use views.labels: area")
+        raise UserError(f"{path}: not found; labels by object need where each object is, which `cpsd-tf data "
+                        "scenes` writes (a scenes folder made before it did: generate it again into a new folder) "
+                        "and other data sets do not have: use views.labels: area")
     try:
         with np.load(path) as f:
             table = np.asarray(f["objects"], np.float32)
