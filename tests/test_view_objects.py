@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from cpsd_tf import recipe, views
 from cpsd_tf.cli import cli
 from cpsd_tf.data import augment as aug
+from cpsd_tf.data import objects as objects_file
 from cpsd_tf.data import pipeline, records, scenes
 from cpsd_tf.data.augment_config import AugmentConfig
 from cpsd_tf.errors import UserError
@@ -110,7 +111,7 @@ def _square_records(tmp_path, n=12):
         recs.append(records.Record(image=scenes._encode_png(pixels), image_id=f"sq{i}", labels=[i % 3]))
         where.append([(i % 3, y / S, x / S, (y + side) / S, (x + side) / S)])
     records.write_split(tmp_path, "train", ["a", "b", "c"], iter(recs), total=n)
-    pipeline.write_objects(tmp_path, "train", where)
+    objects_file.write(tmp_path, "train", where)
     return tmp_path
 
 
@@ -133,21 +134,21 @@ def test_objects_file_refusals(tmp_path):
     with pytest.raises(UserError, match="randaugment"):
         pipeline.build(data, "train", image_size=S, batch_size=4, training=True, with_objects=True,
                        augment=AugmentConfig(randaugment={}))
-    pipeline.objects_path(data, "train").write_bytes(b"not npz")
+    objects_file.path(data, "train").write_bytes(b"not npz")
     with pytest.raises(UserError, match=r"train\.objects\.npz: not a readable objects file"):
-        pipeline.objects_table(data, "train")
-    pipeline.write_objects(data, "train", [[(0, 0.1, 0.1, 0.2, 0.2)]])  # one row for 12 records
+        objects_file.table(data, "train")
+    objects_file.write(data, "train", [[(0, 0.1, 0.1, 0.2, 0.2)]])  # one row for 12 records
     with pytest.raises(UserError, match=r"objects of shape \[1, 1, 5\], expected \[12, K, 5\]"):
-        pipeline.objects_table(data, "train")
-    pipeline.objects_path(data, "train").unlink()
+        objects_file.table(data, "train")
+    objects_file.path(data, "train").unlink()
     with pytest.raises(UserError, match="not found.*use views.labels: area"):
-        pipeline.objects_table(data, "train")
+        objects_file.table(data, "train")
 
 
 def test_scenes_objects_file_matches_the_labels_and_the_glyphs(tmp_path):
     config = scenes.ScenesConfig(train=40, val=8, test=8, image_size=S)
     scenes.generate(tmp_path, config, seed=2, splits=["train"])
-    table = pipeline.objects_table(tmp_path, "train")
+    table = objects_file.table(tmp_path, "train")
     _, labels = pipeline.labels_matrix(tmp_path, "train")
     pixels, objects, boxes = scenes.split_pixels(config, "train", seed=2)
     for i in range(len(table)):

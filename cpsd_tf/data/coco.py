@@ -1,6 +1,7 @@
 """COCO-2014 instances annotations + image folder -> one split (or the split and a held-out one)."""
 
 import json
+import math
 from pathlib import Path
 
 from cpsd_tf.data import sources
@@ -31,7 +32,9 @@ def parse_coco(annotations, images_dir, keep_empty=False):
     """Parse a COCO-2014 instances file into (classes, items).
 
     Classes are the category names sorted alphabetically (the convention of the official CPSD/ML-GCN
-    code), not COCO's category-id order. Items keep the order of the file's `images` list.
+    code), not COCO's category-id order. Items keep the order of the file's `images` list. When every
+    annotation has a `bbox` and every image its `width` and `height` (as in COCO's own files), each item
+    also carries where its objects are (`Item.objects`, for mixed views labelled by object).
 
     Args:
         annotations: str or Path, `instances_<split>2014.json`.
@@ -56,6 +59,7 @@ def parse_coco(annotations, images_dir, keep_empty=False):
         if ann["category_id"] not in class_of_cat:
             raise UserError(f"{path}: annotations[{i}]: category_id {ann['category_id']} is not in 'categories'")
         labels_of[ann["image_id"]].add(class_of_cat[ann["category_id"]])
+    objects_of = _objects(images, anns, class_of_cat, path)
 
     items = [
         sources.Item(
@@ -63,6 +67,7 @@ def parse_coco(annotations, images_dir, keep_empty=False):
             image_id=str(img["file_name"]),
             labels=sorted(labels_of[img["id"]]),
             where=f"{path}: image id {img['id']}",
+            objects=None if objects_of is None else tuple(objects_of[img["id"]]),
         )
         for img in images
         if keep_empty or labels_of[img["id"]]
@@ -71,6 +76,36 @@ def parse_coco(annotations, images_dir, keep_empty=False):
         hint = "" if keep_empty or not images else " (all images are unannotated; use --keep-empty to keep them)"
         raise UserError(f"{path}: no image to convert{hint}")
     return names, items
+
+
+def _objects(images, anns, class_of_cat, path):
+    """{image id: [(class, top, left, bottom, right)]} as fractions of the image's height and width, or
+    None when the file lacks boxes or image sizes. A box is at least one pixel high and wide."""
+    if not anns or any("bbox" not in a for a in anns) or any("width" not in m or "height" not in m for m in images):
+        return None
+    size = {}
+    for m in images:
+        h, w = m["height"], m["width"]
+        if not (_number(h) and _number(w) and h > 0 and w > 0):
+            raise UserError(f"{path}: image id {m['id']}: width and height must be positive numbers, "
+                            f"received {w!r} x {h!r}")
+        size[m["id"]] = (float(h), float(w))
+    out = {m["id"]: [] for m in images}
+    for i, ann in enumerate(anns):
+        box = ann["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(map(_number, box)) and box[2] >= 0 and box[3] >= 0):
+            raise UserError(f"{path}: annotations[{i}]: bbox must be [x, y, width, height] with width and "
+                            f"height >= 0, received {box!r}")
+        h, w = size[ann["image_id"]]
+        x, y, bw, bh = (float(v) for v in box)
+        top, left = min(max(y / h, 0.0), 1.0), min(max(x / w, 0.0), 1.0)
+        bottom, right = min(max((y + max(bh, 1.0)) / h, 0.0), 1.0), min(max((x + max(bw, 1.0)) / w, 0.0), 1.0)
+        out[ann["image_id"]].append((class_of_cat[ann["category_id"]], top, left, bottom, right))
+    return out
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def convert_coco(

@@ -19,7 +19,7 @@ Element structure (`build`):
              pass boundary; each element's pass is still its own.)
     with_objects: adds `"objects"`, float32 [B, K, 5]: where the record's objects are in its view (rows
              (class, top, left, bottom, right) in pixels, class -1 pads), from `<split>.objects.npz`
-             (`objects_table`), for mixed views that label by object (`cpsd_tf.views`).
+             (`cpsd_tf.data.objects`), for mixed views that label by object (`cpsd_tf.views`).
     A 3-tuple `(x, y, index)` is deliberately not offered: `model.fit` would read `index` as sample weights.
 
 Canonical preprocessing (`preprocess_eval`, reused by the export stage inside the SavedModel):
@@ -56,6 +56,7 @@ import numpy as np
 import tensorflow as tf
 
 from cpsd_tf.data import augment as aug
+from cpsd_tf.data import objects as objects_file
 from cpsd_tf.data import records
 from cpsd_tf.data.augment_config import AugmentConfig
 from cpsd_tf.errors import UserError
@@ -245,7 +246,7 @@ def build(
             training (a non-repeated training stream has no reproducible views). Defaults to False.
         with_objects: bool, also yield where each record's objects are in its view, under `"objects"`
             (float32 [B, K, 5] rows (class, top, left, bottom, right) in pixels of the S x S view, after its
-            flip and translation; class -1 pads), from the split's objects file (`objects_table`).
+            flip and translation; class -1 pads), from the split's objects file (`cpsd_tf.data.objects`).
             Defaults to False.
 
     Returns:
@@ -274,7 +275,7 @@ def build(
         if moved:
             raise UserError(f"{moved} moves objects in ways their boxes do not follow; object boxes need "
                             "augmentation limited to flip and translate")
-        table = tf.constant(objects_table(data_dir, split) * np.float32([1, image_size, image_size, image_size,
+        table = tf.constant(objects_file.table(data_dir, split) * np.float32([1, image_size, image_size, image_size,
                                                                           image_size]))
 
     # --- records, in index order (evaluation) or shuffled by shard (training)
@@ -441,61 +442,6 @@ def build_views(
 def for_fit(ds):
     """`({"image", "index"[, "pass"]}, targets)` batches -> `(images, targets)` for `model.fit`."""
     return ds.map(lambda features, y: (features["image"], y))
-
-
-OBJECTS_FILE = "{split}.objects.npz"
-
-
-def objects_path(data_dir, split):
-    """`<data_dir>/<split>.objects.npz`: where the objects of a split's images are (optional)."""
-    from pathlib import Path
-
-    return Path(data_dir) / OBJECTS_FILE.format(split=split)
-
-
-def write_objects(data_dir, split, objects):
-    """Write a split's objects file atomically.
-
-    Args:
-        data_dir: str or Path, the data folder.
-        split: str, the split name.
-        objects: list (one per record, in `index` order) of lists of (class, top, left, bottom, right),
-            coordinates as fractions of the image's height and width.
-    """
-    from cpsd_tf import io
-
-    k = max([len(o) for o in objects] + [1])
-    table = np.full((len(objects), k, 5), -1.0, np.float32)
-    for i, rows in enumerate(objects):
-        if rows:
-            table[i, : len(rows)] = np.asarray(rows, np.float32)
-    with io.atomic_path(objects_path(data_dir, split), suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, objects=table)
-
-
-def objects_table(data_dir, split) -> np.ndarray:
-    """float32 [N, K, 5]: row (class, top, left, bottom, right) of each object of record i (coordinates as
-    fractions of the image side, class -1 pads), from `<split>.objects.npz`.
-
-    Raises:
-        UserError: the file is missing (`cpsd-tf data scenes` writes one per split; other sources have
-            none), unreadable, or does not match the split.
-    """
-    path = objects_path(data_dir, split)
-    if not path.is_file():
-        raise UserError(f"{path}: not found; labels by object need where each object is, which `cpsd-tf data "
-                        "scenes` writes (a scenes folder made before it did: generate it again into a new folder) "
-                        "and other data sets do not have: use views.labels: area")
-    try:
-        with np.load(path) as f:
-            table = np.asarray(f["objects"], np.float32)
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{path}: not a readable objects file ({type(e).__name__}: {e})") from None
-    n = num_examples(data_dir, split)
-    if table.ndim != 3 or table.shape[0] != n or table.shape[2] != 5:
-        raise UserError(f"{path}: objects of shape {list(table.shape)}, expected [{n}, K, 5] for split '{split}'")
-    return table
 
 
 def labels_matrix(data_dir, split, *, subset: Optional[Sequence[int]] = None, images="all"):

@@ -358,7 +358,7 @@ def render_split(config: ScenesConfig, split: str, seed: int = 0, objects=None, 
     """Yield (png_bytes, image_id, labels) for every image of a split, in order.
 
     `where`, a list, receives per image its objects' rows (class, top, left, bottom, right), coordinates
-    as fractions of the side (the objects file, `pipeline.write_objects`).
+    as fractions of the side (the objects file, `cpsd_tf.data.objects`).
     """
     if objects is None:
         objects, _ = sample_objects(config, split, seed)
@@ -425,7 +425,7 @@ def render_with_boxes(config: ScenesConfig, objects, split: str = "test", seed: 
 
 def generate(out_dir, config: ScenesConfig, seed: int = 0, splits=None) -> dict:
     """Write the splits as TFRecord shards, each with `<split>.objects.npz` (where each object is:
-    `pipeline.write_objects`), plus `stats.json` of train.
+    `cpsd_tf.data.objects`), plus `stats.json` of train.
 
     Args:
         out_dir: str or Path, the data folder (created if missing; an existing scenes data set there is
@@ -446,7 +446,8 @@ def generate(out_dir, config: ScenesConfig, seed: int = 0, splits=None) -> dict:
         >>> generate("data/scenes", ScenesConfig(train=200, val=50, test=50), seed=0)["splits"]["test_ood"]
         50
     """
-    from cpsd_tf.data import pipeline, records
+    from cpsd_tf.data import objects as objects_file
+    from cpsd_tf.data import records
     from cpsd_tf.errors import UserError
     from cpsd_tf.stats import label_stats
 
@@ -486,7 +487,7 @@ def generate(out_dir, config: ScenesConfig, seed: int = 0, splits=None) -> dict:
         sizes[split] = records.write_split(
             out_dir, split, CLASSES, recs, total=len(objects), label=f"Generating {split:<8}", extra_meta=meta
         )
-        pipeline.write_objects(out_dir, split, where)  # each object's box, for mixed views labelled by object
+        objects_file.write(out_dir, split, where)  # each object's box, for mixed views labelled by object
         seconds[split] = round(time.perf_counter() - t0, 2)
     if train_objects is not None:
         stats = label_stats(multi_hot(train_objects), CLASSES)

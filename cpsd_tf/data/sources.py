@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from cpsd_tf.data import objects as objects_file
 from cpsd_tf.data import records
 from cpsd_tf.errors import UserError, tf_message
 
@@ -31,12 +32,16 @@ class Item:
         image_id: str, stored as `image/id`.
         labels: list of int, class indices.
         where: str, where the image is listed (file and line or image id), used in error messages.
+        objects: tuple of (class, top, left, bottom, right) or None, where the image's objects are
+            (fractions of its height and width; `cpsd_tf.data.objects`), when the source has boxes.
+            A split is written with an objects file when every item has them. Defaults to None.
     """
 
     path: Path
     image_id: str
     labels: list
     where: str
+    objects: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +180,7 @@ def why_invalid(path) -> str:
     return "not a decodable image (TensorFlow's decoder failed on it during conversion)"
 
 
-def _records(items: Sequence[Item], skips: _Skips, split: str):
+def _records(items: Sequence[Item], skips: _Skips, split: str, kept=None):
     """Yield a `records.Record` per image TensorFlow decodes; count the others in `skips`.
 
     Without `skips.allowed`, an invalid image ends the split with a `UserError` naming the first one and
@@ -186,12 +191,15 @@ def _records(items: Sequence[Item], skips: _Skips, split: str):
         items: list of `Item`, the split's images.
         skips: `_Skips`, counts the invalid images (and says whether they may be skipped).
         split: str, the split name, for messages.
+        kept: list or None, receives each written item, in record order. Defaults to None.
     """
     for item, data in _decoded(items):
         if data is None:
             # Only the first one's reason is shown (an eager decode); the others are counted.
             skips.add(f"{item.where}: image {item.path}: {why_invalid(item.path)}" if skips.first is None else None)
             continue
+        if kept is not None:
+            kept.append(item)
         yield records.Record(image=data, image_id=item.image_id, labels=item.labels)
     if skips.count and not skips.allowed:
         if skips.count == 1:
@@ -326,12 +334,18 @@ def _check_files_exist(items: Sequence[Item], split):
 
 
 def _write(out_dir, split, classes, items, skip_invalid) -> SplitSummary:
-    """Write one split from parsed items; see `records.write_split`."""
+    """Write one split from parsed items (see `records.write_split`), with its objects file when every item
+    has boxes; a split without boxes loses the objects file of the split it replaces."""
     skips = _Skips(allowed=skip_invalid)
+    kept = []
     with _native_stderr_silenced():
         count = records.write_split(
-            out_dir, split, classes, _records(items, skips, split), total=len(items), label=f"Writing {split}"
+            out_dir, split, classes, _records(items, skips, split, kept), total=len(items), label=f"Writing {split}"
         )
+    if kept and all(item.objects is not None for item in kept):
+        objects_file.write(out_dir, split, [item.objects for item in kept])
+    else:
+        objects_file.remove(out_dir, split)
     return SplitSummary(split, count, len(classes), skips.count, skips.first)
 
 
@@ -373,6 +387,11 @@ def _write_together(out_dir, classes, splits, skip_invalid) -> list:
                 old.unlink()
             for shard in staging.glob(f"{split}-*-of-*.tfrecord"):
                 os.replace(shard, out_dir / shard.name)
+            staged = objects_file.path(staging, split)
+            if staged.is_file():
+                os.replace(staged, objects_file.path(out_dir, split))
+            else:
+                objects_file.remove(out_dir, split)
         os.replace(staging / records.DATASET_JSON, meta)
         done = True
         return summaries
