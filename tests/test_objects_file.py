@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cpsd_tf.data import objects as objects_file
-from cpsd_tf.data import pipeline, records
+from cpsd_tf.data import pipeline
 from cpsd_tf.data.augment_config import AugmentConfig
 from cpsd_tf.errors import UserError
 from helpers_sources import assert_error, assert_ok, coco_layout, read, run
