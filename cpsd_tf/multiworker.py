@@ -117,6 +117,8 @@ def adapt(trainer, dataset):
     import tensorflow as tf
     from keras import tree
 
+    from cpsd_tf import views
+
     strategy_ = _strategy
 
     def zeros(spec):
@@ -125,7 +127,8 @@ def adapt(trainer, dataset):
     def symbolic_build(iterator=None, data_batch=None):
         del iterator, data_batch  # Keras would take (and lose) the first batch of the epoch for this
         with strategy_.scope():
-            trainer._symbolic_build(data_batch=tree.map_structure(zeros, dataset.element_spec))
+            batch = views.model_batch(tree.map_structure(zeros, dataset.element_spec))
+            trainer._symbolic_build(data_batch=batch)
 
     train_step = trainer.train_step
 

@@ -269,6 +269,18 @@ def mixed_data(data, mix, step):
     return (x, y) if sample_weight is None else (x, y, sample_weight)
 
 
+def model_batch(data):
+    """A training step's `data` as the model takes it: a dict x (the pipeline's `{"image", "objects"}`, which
+    the step mixes and drops the objects of: `mixed_data`) becomes its images; other data is returned as it
+    is. E.g. to build a model from the element spec of its dataset (`multiworker.adapt`)."""
+    import keras
+
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    if not isinstance(x, dict):
+        return data
+    return (x["image"], y) if sample_weight is None else (x["image"], y, sample_weight)
+
+
 def trainer(cfg, seed, subset=None):
     """A `train.fit` `wrap_model` that trains a plain model on mixed views, or None for "none".
 
