@@ -38,6 +38,20 @@ from cpsd_tf.errors import UserError
 _strategy = None
 
 
+def local_cluster(workers):
+    """`TF_CONFIG` values (JSON strings, worker 0 first) of `workers` processes on this machine, on ports that
+    were free when asked: to try a multi-worker run, or test one, without machines of its own."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(workers)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    hosts = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    return [json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}) for i in range(workers)]
+
+
 @dataclasses.dataclass(frozen=True)
 class Cluster:
     workers: int  # chief + workers

@@ -376,24 +376,7 @@ def _tensorboard_callback(model_dir, log_dir, recipe, hparams, selection):
     return TensorBoardLogs()
 
 
-def fit(
-    recipe,
-    model_dir,
-    *,
-    num_classes,
-    class_names,
-    subset=None,
-    images="all",
-    epochs,
-    title="model",
-    extra_callbacks=(),
-    loss=None,
-    targets_fn=None,
-    targets_by_pass=False,
-    init_from=None,
-    wrap_model=None,
-    with_objects=False,
-):
+def fit(recipe, model_dir, **options):
     """Train one model into `model_dir` (resuming from its backup) and return its `metrics.json` dict.
 
     A folder with a backup resumes after its last finished epoch (printing "resuming <title> at epoch N").
@@ -408,6 +391,8 @@ def fit(
     Args:
         recipe: the resolved `Recipe`.
         model_dir: str or Path, folder of this model.
+
+    Keyword args (`**options`, whose names and defaults are `_fit`'s):
         num_classes: int, outputs of the model (m, or |C_t| for a teacher).
         class_names: list of str, names of the outputs.
         subset: list of int or None, class columns of a teacher's sub-task. Defaults to None (all).
@@ -435,10 +420,7 @@ def fit(
     folder = Path(model_dir)
     write_dir = multiworker.working_dir(folder)  # the model folder; a non-chief worker's own temporary copy
     try:
-        return _fit(recipe, write_dir, num_classes=num_classes, class_names=class_names, subset=subset,
-                    images=images, epochs=epochs, title=title, extra_callbacks=extra_callbacks, loss=loss,
-                    targets_fn=targets_fn, targets_by_pass=targets_by_pass, init_from=init_from,
-                    wrap_model=wrap_model, with_objects=with_objects)
+        return _fit(recipe, write_dir, **options)
     finally:
         multiworker.release(folder, write_dir)
 
@@ -461,7 +443,7 @@ def _fit(
     wrap_model=None,
     with_objects=False,
 ):
-    """`fit` into `model_dir`, the folder this process writes."""
+    """`fit` into `model_dir`, the folder this process writes (the arguments are documented at `fit`)."""
     import keras
     import tensorflow as tf
 

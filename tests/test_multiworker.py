@@ -7,7 +7,6 @@ only once per process) with its own TF_CONFIG on free local ports.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -60,16 +59,6 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _tf_config(ports, index):
     return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}})
 
@@ -112,9 +101,9 @@ def _start(script, recipe_path, model_dir, out, kill_epoch=-1, tf_config=None):
 
 def _two_workers(setup, model_dir, tag, kill_epoch=-1):
     root, recipe_path, script = setup
-    ports = _free_ports(2)
+    configs = multiworker.local_cluster(2)
     procs = [_start(script, recipe_path, model_dir, root / f"{tag}-{i}", kill_epoch if i == 1 else -1,
-                    _tf_config(ports, i)) for i in range(2)]
+                    configs[i]) for i in range(2)]
     return procs
 
 
@@ -177,6 +166,10 @@ def test_two_workers_train_the_single_process_model_then_resume_after_a_kill(set
 
 
 def test_cluster_from_tf_config(monkeypatch):
+    for i, config in enumerate(multiworker.local_cluster(3)):
+        monkeypatch.setenv("TF_CONFIG", config)
+        assert multiworker.cluster() == multiworker.Cluster(3, "worker", i)
+    assert len({json.loads(c)["cluster"]["worker"][0] for c in multiworker.local_cluster(2)}) == 1
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert multiworker.cluster() == multiworker.Cluster(1, "worker", 0) and multiworker.cluster().is_chief
     monkeypatch.setenv("TF_CONFIG", _tf_config([1, 2, 3], 2))
@@ -202,11 +195,11 @@ def test_cluster_from_tf_config(monkeypatch):
 def test_cli_stage_on_two_workers_only_the_chief_writes(setup):
     root, recipe_path, _ = setup
     run_dir = root / "cli-run"
-    ports = _free_ports(2)
+    configs = multiworker.local_cluster(2)
     procs = [subprocess.Popen(
         [sys.executable, "-m", "cpsd_tf", "baseline", "--recipe", str(recipe_path), "--run-dir", str(run_dir),
          "--set", "train.strategy=multi_worker", "--set", "baseline.epochs=1"],
-        env=_env(_tf_config(ports, i)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 0)]
+        env=_env(configs[i]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 0)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
@@ -220,11 +213,11 @@ def test_cli_stage_on_two_workers_only_the_chief_writes(setup):
     assert "pid" in (model_dir / ".lock").read_text() and str(procs[1].pid) in (model_dir / ".lock").read_text()
     assert (run_dir / "recipe.yaml").is_file()
     # A rerun on both workers: both see the finished model and skip it.
-    ports = _free_ports(2)
+    configs = multiworker.local_cluster(2)
     procs = [subprocess.Popen(
         [sys.executable, "-m", "cpsd_tf", "baseline", "--recipe", str(recipe_path), "--run-dir", str(run_dir),
          "--set", "train.strategy=multi_worker", "--set", "baseline.epochs=1"],
-        env=_env(_tf_config(ports, i)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+        env=_env(configs[i]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
@@ -246,12 +239,12 @@ def test_two_workers_train_on_views_labelled_by_object(setup):
     own rows (partners come from its share of the global batch)."""
     root, recipe_path, _ = setup
     run_dir = root / "views-run"
-    ports = _free_ports(2)
+    configs = multiworker.local_cluster(2)
     procs = [subprocess.Popen(
         [sys.executable, "-m", "cpsd_tf", "baseline", "--recipe", str(recipe_path), "--run-dir", str(run_dir),
          "--set", "train.strategy=multi_worker", "--set", "baseline.epochs=1", "--set", "baseline.views.kind=cutmix",
          "--set", "baseline.views.labels=objects", "--set", "baseline.views.prob=1.0"],
-        env=_env(_tf_config(ports, i)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+        env=_env(configs[i]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err

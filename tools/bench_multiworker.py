@@ -12,22 +12,13 @@ measures the cost of the collective all-reduce and of each worker's own input pi
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+from cpsd_tf.multiworker import local_cluster
 
 
 def run(recipe, run_dir, workers, epochs, threads, overrides):
@@ -39,12 +30,11 @@ def run(recipe, run_dir, workers, epochs, threads, overrides):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     env.update(CPSD_TF_QUIET="1", TF_CPP_MIN_LOG_LEVEL="3", TF_NUM_INTRAOP_THREADS=str(threads),
                TF_NUM_INTEROP_THREADS=str(threads))
-    ports = free_ports(workers)
+    configs = local_cluster(workers)
     procs = []
     for i in range(workers):
         if workers > 1:
-            env = {**env, "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                                                   "task": {"type": "worker", "index": i}})}
+            env = {**env, "TF_CONFIG": configs[i]}
         procs.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     for p in procs:
         _, err = p.communicate()
