@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import keras
 import pytest
 
 from cpsd_tf import recipe, train
@@ -35,7 +36,6 @@ def tiny(tmp_path_factory):
     return path
 
 
-
 def _fit(r, model_dir, epochs, **kwargs):
     return train.fit(r, model_dir, num_classes=30, class_names=CLASSES, epochs=epochs, **kwargs)
 
@@ -43,3 +43,10 @@ def _fit(r, model_dir, epochs, **kwargs):
 def _leftovers(model_dir):
     """Temporary files left in a model folder (`io.atomic_path` names start with '.'; `.lock` is not one)."""
     return sorted(str(p.relative_to(model_dir)) for p in Path(model_dir).rglob(".*") if p.name != ".lock")
+
+
+class CrashAtEpochEnd(keras.callbacks.Callback):
+    """Interrupts training at the end of its first epoch, as Ctrl-C would."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt

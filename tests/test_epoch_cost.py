@@ -2,13 +2,12 @@
 
 import json
 
-import keras
 import pytest
 
 from cpsd_tf import epoch_cost, recipe, stage, train
 from cpsd_tf.errors import UserError
 
-from helpers_train import _fit, _leftovers, tiny  # noqa: F401  (tiny: a module fixture)
+from helpers_train import CrashAtEpochEnd, _fit, _leftovers, tiny  # noqa: F401  (tiny: a module fixture)
 
 
 def _count_validations(monkeypatch):
@@ -64,12 +63,8 @@ def test_validate_every_resumes_after_a_skipped_epoch(tiny, tmp_path, monkeypatc
     r = recipe.load(tiny, ["train.epochs=2", "train.validate_every=2"])
     model_dir = tmp_path / "m"
 
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        _fit(r, model_dir, 2, extra_callbacks=[Crash()])
+        _fit(r, model_dir, 2, extra_callbacks=[CrashAtEpochEnd()])
     assert not (model_dir / "best.weights.h5").exists()
     assert json.loads((model_dir / "backup" / "training_metadata.json").read_text())["epoch"] == 1
     calls = _count_validations(monkeypatch)

@@ -15,7 +15,7 @@ from cpsd_tf.cli import cli
 from cpsd_tf.errors import UserError
 
 from helpers_events import event_tags
-from helpers_train import _fit, _leftovers, tiny  # noqa: F401  (tiny: a module fixture)
+from helpers_train import CrashAtEpochEnd, _fit, _leftovers, tiny  # noqa: F401  (tiny: a module fixture)
 
 
 def test_ema_momentum_auto():
@@ -62,12 +62,8 @@ def test_interrupted_training_resumes(tiny, tmp_path, capsys, monkeypatch):
     r = recipe.load(tiny, ["train.epochs=2"])
     model_dir = tmp_path / "m"
 
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        _fit(r, model_dir, 2, extra_callbacks=[Crash()])
+        _fit(r, model_dir, 2, extra_callbacks=[CrashAtEpochEnd()])
     assert not rundir.model_is_done(model_dir) and (model_dir / "backup").is_dir()
     assert "resuming" not in capsys.readouterr().out
 
