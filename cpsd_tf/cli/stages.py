@@ -84,6 +84,24 @@ def data_build(recipe, run_dir, overrides, force):
     click.echo(f"[data] {path} ready")
 
 
+@click.command("views")
+@recipe_options
+@click.option("--model", "model", type=click.Choice(["distill", "baseline", "teachers"]), default="distill",
+              show_default=True, help="Whose views: the student's (distill.views), the baseline's or the teachers'.")
+@click.option("--count", type=click.IntRange(1, 64), default=16, show_default=True, help="Images in the batch.")
+@click.option("--step", type=click.IntRange(min=0), default=0, show_default=True, help="Optimizer step whose mix to draw.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
+def data_views(recipe, run_dir, overrides, model, count, step, out):
+    """Draw one training batch as a model sees it (augmented, then mixed), with its labels."""
+    del run_dir  # reads data.dir only
+    r = _load(recipe, overrides)
+    from cpsd_tf import views_plot
+    from cpsd_tf.data import prepare
+
+    prepare.require(r)
+    click.echo(views_plot.run(r, out, model=model, count=count, step=step))
+
+
 @click.command("pretrain")
 @recipe_options
 @force_option
@@ -261,4 +279,4 @@ def predict(model, images, threshold, top, as_json):
 
 
 COMMANDS = [pretrain, baseline, teachers, logits, distill, evaluate, export, run, cam, predict]
-DATA_COMMANDS = [data_build]
+DATA_COMMANDS = [data_build, data_views]

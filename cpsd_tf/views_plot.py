@@ -1,0 +1,118 @@
+"""`cpsd-tf data views`: one training batch as a model of the recipe sees it, drawn with its labels.
+
+The batch is the first of the training stream (data pass 0, the recipe's seed, in the pipeline's
+deterministic order; training lets parallel steps finish out of order, so its own first batch may hold
+other records), augmented as `data.augment` says, then mixed as `<model>.views` mixes a batch at optimizer
+step `step` (`cpsd_tf.views`): the same augmentation, mix and ASL labels the training step computes.
+Each panel's title lists the view's positive labels, then the labels its image had before mixing and lost
+("lost:") and those the mix brought in ("new:").
+
+Uses matplotlib's object API with the Agg canvas, so no global backend is switched.
+"""
+
+import textwrap
+
+import numpy as np
+
+from cpsd_tf import io
+
+MODELS = ("distill", "baseline", "teachers")
+
+
+def batch(recipe, model="distill", count=16, step=0):
+    """(views float32 [n, S, S, 3], labels [n, m], labels before mixing [n, m]) of the first training batch.
+
+    Args:
+        recipe: the resolved `Recipe`.
+        model: str, whose views: "distill" (the student), "baseline" or "teachers". Teachers are shown
+            with every class (each teacher's labels are its own classes among these).
+        count: int >= 1, images in the batch (the recipe's batch size does not matter: a view depends on
+            the batch it is mixed in, so these are the views of a batch of `count`).
+        step: int >= 0, the optimizer step whose mix to draw.
+    """
+    import tensorflow as tf
+
+    from cpsd_tf import views
+    from cpsd_tf.data import pipeline
+
+    data, cfg = recipe.data, getattr(recipe, model).views
+    by_object = views.by_object(cfg)
+    ds = pipeline.build(data.dir, data.train_split, batch_size=count, training=True, augment=data.augment,
+                        shuffle_buffer=recipe.train.shuffle_buffer, seed=recipe.seed, repeat=True,
+                        image_size=data.image_size, with_objects=by_object, deterministic=True)
+    x, y = next(iter(ds))
+    objects = None
+    if by_object:
+        x, objects = x["image"], x["objects"]
+    before = y.numpy()
+    mix = views.mixer(cfg, recipe.seed)
+    if mix is not None:
+        x, y = mix(x, y, tf.constant(step, tf.int64), objects)
+    return x.numpy(), np.asarray(y), before
+
+
+def describe(cfg) -> str:
+    """One line on a views config, e.g. "cutmix (alpha 1, prob 1, labels by object, min_visible 0.5)"."""
+    if cfg.kind == "none":
+        return "no mixed views"
+    rule = (f"labels by object, min_visible {cfg.min_visible:g}" if cfg.labels == "objects" and cfg.kind != "mixup"
+            else f"labels by share, min_share {cfg.min_share:g}")
+    return f"{cfg.kind} (alpha {cfg.alpha:g}, prob {cfg.prob:g}, {rule})"
+
+
+def _augment_text(augment) -> str:
+    parts = ["flip"] if augment.flip else []
+    if augment.translate:
+        parts.append(f"translate {augment.translate:g}")
+    parts += [name for name in ("crop", "randaugment", "cutout") if getattr(augment, name) is not None]
+    return ", ".join(parts) or "none"
+
+
+def _title(classes, after, before, width=22):
+    now = [classes[c] for c in np.flatnonzero(after)]
+    lost = [classes[c] for c in np.flatnonzero((before > 0) & (after == 0))]
+    gained = [classes[c] for c in np.flatnonzero((after > 0) & (before == 0))]
+    lines = textwrap.wrap(", ".join(now) or "(no label)", width)[:3]
+    for word, names in (("lost", lost), ("new", gained)):
+        if names:
+            lines += textwrap.wrap(f"{word}: " + ", ".join(names), width)[:2]
+    return "\n".join(lines)
+
+
+def plot(path, images, after, before, classes, title, dpi=150):
+    """Write the panels of a batch atomically to `path` (PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(images)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(2.4 * cols, 2.9 * rows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, image, a, b in zip(axes, images, after, before):
+        ax.imshow(np.clip(image, 0.0, 1.0), interpolation="nearest")
+        ax.set_title(_title(classes, a, b), fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return path
+
+
+def run(recipe, out, model="distill", count=16, step=0):
+    """Draw the batch of `batch(...)` into `out`; return the line to print."""
+    from cpsd_tf.data import records
+    from cpsd_tf.errors import UserError
+
+    if model not in MODELS:
+        raise UserError(f"--model: '{model}' is not one of {', '.join(MODELS)}")
+    classes = records.load_info(recipe.data.dir).classes
+    images, after, before = batch(recipe, model, count, step)
+    cfg = getattr(recipe, model).views
+    title = f"{model} training views at step {step}: {describe(cfg)}; augment: {_augment_text(recipe.data.augment)}"
+    plot(out, images, after, before, classes, title)
+    changed = int(((after > 0) != (before > 0)).any(axis=1).sum())
+    return (f"[data] {len(images)} {model} training views ({describe(cfg)}) -> {out}; {changed} of them have "
+            f"other labels than their image")
