@@ -342,8 +342,9 @@ def from_dict(tree, source="<recipe>", overrides=()):
         if moved:
             given = [k for k in (f"{where}.labels", moved.split(" ")[0]) if k in keys]
             raise UserError(f"{f'--set {given[0]}' if given else source}: key '{where}.labels' is 'objects' but "
-                            f"{moved} moves objects where their boxes do not follow; labels by object need "
-                            f"augmentation limited to flip and translate (or {where}.labels: area)")
+                            f"{moved} moves objects where their boxes do not follow; labels by object follow flips, "
+                            f"translations and RandAugment, not the random crop (set {moved}: null, or "
+                            f"{where}.labels: area)")
     d = recipe.distill
     if check_targets(d.views.kind, d.teacher_logits):
         given = [k for k in ("distill.views.kind", "distill.teacher_logits") if k in keys]

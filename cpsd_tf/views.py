@@ -30,8 +30,8 @@ Labels by object (`labels: objects`, cutmix and mosaic): the area rule above pas
 image whose pasted box or quarter holds >= `min_share` of the view, whether or not its objects are inside:
 on the 32 px scenes most such positives are wrong (a baseline trained on them lost 4.6 mAP with cutmix and
 9.7 with mosaic). When the data say where each object is (`<split>.objects.npz`: the scenes generator
-writes one per split; `pipeline.build(with_objects=True)` moves the boxes with each view's flip and
-translation), an object is a positive of the mixed view when at least `min_visible` of its box (its part
+and the COCO converter write one per split; `pipeline.build(with_objects=True)` moves the boxes with each
+view's flip, translation and RandAugment ops), an object is a positive of the mixed view when at least `min_visible` of its box (its part
 inside the frame) is still shown: its own image's box minus the pasted one, the partner's box inside the
 pasted one, each mosaic source's box inside its quarter. Boxes are coarse (an occluder or the glyph's
 own shape is not known), so `min_visible` 0.5 asks for half a box. Mixup keeps the share rule: a blended

@@ -45,6 +45,42 @@ def test_view_geometry_is_the_augmentation_s_own():
     assert flips == {True, False}
 
 
+@pytest.mark.parametrize("op", ["rotate", "shear_x", "shear_y", "translate_x", "translate_y"])
+def test_boxes_follow_randaugment(op):
+    """A white square through flip, translate and one RandAugment op: its white pixels fill the moved box
+    (for a rotation, the box around the rotated square) to within a pixel of bilinear edge."""
+    cfg = AugmentConfig(flip=True, translate=0.1, randaugment={"num_ops": 1, "magnitude": 9, "ops": [op, "identity"]})
+    moved = 0
+    for t in range(24):
+        top, left, side = 10 + t % 3, 11 + t % 4, 8 + t % 3
+        image = np.zeros((S, S, 3), np.float32)
+        image[top:top + side, left:left + side] = 1.0
+        seed = tf.constant([t, 5], tf.int64)
+        white = np.argwhere(aug.augment_image(tf.constant(image), seed, cfg).numpy()[..., 0] > 0.75)
+        box = aug.view_boxes(tf.constant([[top, left, top + side, left + side]], tf.float32), seed, cfg, S)
+        box = np.clip(box.numpy()[0], 0, S)
+        plain = aug.move_boxes(tf.constant([top, left, top + side, left + side], tf.float32),
+                               *aug.view_geometry(seed, cfg, S), S).numpy()
+        moved += not np.allclose(np.clip(plain, 0, S), box)
+        np.testing.assert_allclose([*white.min(0), *(white.max(0) + 1)], box, atol=1.5, err_msg=f"{op}, seed {t}")
+    assert moved >= 6  # the op was drawn (and moved the square) for a good share of the seeds
+
+
+def test_boxes_through_two_ops_hold_the_object():
+    """Two ops in a row: the box around a box, larger than the object but never cutting it."""
+    ops = ["rotate", "shear_x", "shear_y", "translate_x", "translate_y", "color"]
+    cfg = AugmentConfig(flip=True, randaugment={"num_ops": 2, "magnitude": 9, "ops": ops})
+    for t in range(24):
+        image = np.zeros((S, S, 3), np.float32)
+        image[11:20, 12:21] = 1.0
+        seed = tf.constant([t, 8], tf.int64)
+        white = np.argwhere(aug.augment_image(tf.constant(image), seed, cfg).numpy()[..., 0] > 0.75)
+        t0, l0, b0, r0 = aug.view_boxes(tf.constant([[11.0, 12.0, 20.0, 21.0]]), seed, cfg, S).numpy()[0]
+        if len(white):
+            assert white[:, 0].min() >= t0 - 1 and white[:, 1].min() >= l0 - 1, t
+            assert white[:, 0].max() + 1 <= b0 + 1 and white[:, 1].max() + 1 <= r0 + 1, t
+
+
 def _painted_batch(b=8, m=6, k=3, seed=0):
     """Images whose every pixel is its image's number (1..b); 2-3 objects per image with boxes and labels."""
     rng = np.random.default_rng(seed)
@@ -131,9 +167,9 @@ def test_pipeline_boxes_follow_each_view(tmp_path, cache):
 
 def test_objects_file_refusals(tmp_path):
     data = _square_records(tmp_path)
-    with pytest.raises(UserError, match="randaugment"):
+    with pytest.raises(UserError, match="crop moves objects"):
         pipeline.build(data, "train", image_size=S, batch_size=4, training=True, with_objects=True,
-                       augment=AugmentConfig(randaugment={}))
+                       augment=AugmentConfig(crop={}))
     objects_file.path(data, "train").write_bytes(b"not npz")
     with pytest.raises(UserError, match=r"train\.objects\.npz: not a readable objects file"):
         objects_file.table(data, "train")
@@ -164,8 +200,9 @@ def test_recipe_keys_and_refusal(tmp_path):
     r = recipe.load(path)
     assert r.baseline.views.labels == "objects" and r.baseline.views.min_visible == 0.5
     assert views.by_object(r.baseline.views) and not views.by_object(r.distill.views)
-    with pytest.raises(UserError, match="randaugment.*moves objects"):
-        recipe.load(path, ["data.augment.randaugment={}"])
+    with pytest.raises(UserError, match=r"data.augment.crop moves objects.*set data.augment.crop: null"):
+        recipe.load(path, ["data.augment.crop={}"])
+    assert recipe.load(path, ["data.augment.randaugment={}"]).data.augment.randaugment is not None
     with pytest.raises(UserError, match="min_visible"):
         recipe.load(path, ["baseline.views.min_visible=0"])
 

@@ -116,11 +116,8 @@ class AugmentConfig(_Config):
 
 
 def objects_moved(config: AugmentConfig):
-    """What in `config` moves objects in a way `augment.view_geometry` does not follow (flip and translate
-    only), as the recipe key, or None."""
+    """What in `config` moves objects in a way `augment.view_boxes` does not follow (it follows flip,
+    translate and RandAugment's ops), as the recipe key, or None."""
     if config.crop is not None:
         return "data.augment.crop"
-    ra = config.randaugment
-    if ra is not None and set(ra.ops) & {"rotate", "shear_x", "shear_y", "translate_x", "translate_y"}:
-        return "data.augment.randaugment (its rotate, shear and translate ops)"
     return None

@@ -246,7 +246,7 @@ def build(
             training (a non-repeated training stream has no reproducible views). Defaults to False.
         with_objects: bool, also yield where each record's objects are in its view, under `"objects"`
             (float32 [B, K, 5] rows (class, top, left, bottom, right) in pixels of the S x S view, after its
-            flip and translation; class -1 pads), from the split's objects file (`cpsd_tf.data.objects`).
+            flip, translation and RandAugment ops: `augment.view_boxes`; class -1 pads), from the split's objects file (`cpsd_tf.data.objects`).
             Defaults to False.
 
     Returns:
@@ -273,8 +273,8 @@ def build(
     if with_objects:
         moved = augment is not None and aug.objects_moved(augment)
         if moved:
-            raise UserError(f"{moved} moves objects in ways their boxes do not follow; object boxes need "
-                            "augmentation limited to flip and translate")
+            raise UserError(f"{moved} moves objects in ways their boxes do not follow; object boxes follow flips, "
+                            "translations and RandAugment, not the random crop")
         table = tf.constant(objects_file.table(data_dir, split) * np.float32([1, image_size, image_size, image_size,
                                                                           image_size]))
 
@@ -346,11 +346,9 @@ def build(
         if not with_objects:
             return out, y, index, pass_
         objects = tf.gather(table, index)
-        if augment is not None:  # the boxes follow the view's flip and translation
+        if augment is not None:  # the boxes follow the view's flip, translation and RandAugment
             s_aug = tf.random.experimental.stateless_split(s, num=2)[1]  # as preprocess_train / augment_decoded
-            flipped, dy, dx = aug.view_geometry(s_aug, augment, image_size)
-            boxes = aug.move_boxes(objects[:, 1:], flipped, dy, dx, image_size)
-            objects = tf.concat([objects[:, :1], boxes], axis=1)
+            objects = tf.concat([objects[:, :1], aug.view_boxes(objects[:, 1:], s_aug, augment, image_size)], axis=1)
         return out, y, index, pass_, objects
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
