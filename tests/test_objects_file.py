@@ -50,6 +50,7 @@ def _assert_matches(out, split):
 def test_coco_writes_where_each_object_is(tmp_path):
     result, out = _convert(tmp_path)
     assert_ok(result)
+    assert f"Wrote where their objects are to {objects_file.path(out, 'train')}" in result.stdout
     assert objects_file.table(out, "train").shape == (3, 2, 5)
     _assert_matches(out, "train")
 
@@ -76,6 +77,7 @@ def test_a_split_written_again_without_boxes_loses_its_old_objects(tmp_path, hol
     no_sizes = [{k: v for k, v in m.items() if k not in ("width", "height")} for m in IMAGES]
     result, _ = _convert(tmp_path / "b", *holdout, images=no_sizes, out=out)
     assert_ok(result)
+    assert "objects" not in result.stdout
     assert not objects_file.path(out, "train").exists()
     assert not objects_file.path(out, "val").exists()
     with pytest.raises(UserError, match="train.objects.npz: not found"):

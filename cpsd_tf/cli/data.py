@@ -48,6 +48,10 @@ def _report(summary, out):
             err=True,
         )
     click.echo(f"Wrote {summary.count} images of split '{summary.split}' ({summary.num_classes} classes) to {out}")
+    if summary.objects:
+        from cpsd_tf.data import objects
+
+        click.echo(f"Wrote where their objects are to {objects.path(out, summary.split)} (for views labelled by object)")
 
 
 @click.group("data", cls=Group)

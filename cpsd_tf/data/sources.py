@@ -54,6 +54,7 @@ class SplitSummary:
         num_classes: int, number of classes.
         skipped: int, invalid images skipped (only with `skip_invalid`).
         first_skipped: str or None, the message of the first skipped image.
+        objects: bool, the split's objects file was written too (`cpsd_tf.data.objects`).
     """
 
     split: str
@@ -61,6 +62,7 @@ class SplitSummary:
     num_classes: int
     skipped: int = 0
     first_skipped: str | None = None
+    objects: bool = False
 
 
 @dataclasses.dataclass
@@ -342,11 +344,12 @@ def _write(out_dir, split, classes, items, skip_invalid) -> SplitSummary:
         count = records.write_split(
             out_dir, split, classes, _records(items, skips, split, kept), total=len(items), label=f"Writing {split}"
         )
-    if kept and all(item.objects is not None for item in kept):
+    with_objects = bool(kept) and all(item.objects is not None for item in kept)
+    if with_objects:
         objects_file.write(out_dir, split, [item.objects for item in kept])
     else:
         objects_file.remove(out_dir, split)
-    return SplitSummary(split, count, len(classes), skips.count, skips.first)
+    return SplitSummary(split, count, len(classes), skips.count, skips.first, with_objects)
 
 
 def _check_same_classes(out_dir, classes):
