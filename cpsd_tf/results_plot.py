@@ -13,12 +13,14 @@ MODEL_ORDER = ("baseline", "baseline_equal_compute", "sd", "random", "cgpd", "dg
                "teachers_cgp", "teachers_dgp", "teachers_ensemble")
 
 
-def _models(report):
+def _models(report, order=None):
     names = list(report["models"])
+    if order:
+        return [m for m in order if m in names] + [m for m in names if m not in order]
     return [m for m in MODEL_ORDER if m in names] + [m for m in names if m not in MODEL_ORDER]
 
 
-def plot(report, out, title="Results", errors=None, student="cpsd"):
+def plot(report, out, title="Results", errors=None, student="cpsd", order=None):
     """Draw the figure of a results.json-like `report` into the PNG `out`.
 
     Args:
@@ -28,13 +30,14 @@ def plot(report, out, title="Results", errors=None, student="cpsd"):
         title: str, the figure title. Defaults to "Results".
         errors: {model: {split: std}} for error bars, or None. Defaults to None.
         student: str, the model compared with the baseline class by class. Defaults to "cpsd".
+        order: list of model names to draw in this order, or None for `MODEL_ORDER`. Defaults to None.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = _models(report)
+    models = _models(report, order)
     found = {s for m in models for s in report["models"][m]}
     splits = [s for s in report.get("splits", []) if s in found] + sorted(found - set(report.get("splits", [])))
     per_class = _per_class(report, student, splits)
@@ -102,5 +105,5 @@ def _scatter(ax, pairs, split, student):
     ax.set_xlabel(f"baseline AP on {split} (%)")
     ax.set_ylabel(f"{student} AP on {split} (%)")
     ax.set_title(f"AP per class: {student} above the baseline\non {better} of {len(base)} classes "
-                 f"(mean {np.mean(other - base):+.2f})")
+                 f"(mean {np.mean(other - base):+.2f})", fontsize=10)
     ax.grid(alpha=0.3)

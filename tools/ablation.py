@@ -7,8 +7,16 @@ Each seed runs `cpsd-tf run --recipe R --run-dir <out>/seed-<S> --set seed=<S>` 
 `<out>/summary.md` hold, per model and split, the mean and standard deviation (ddof=1) of mAP, CF1 and
 OF1 over the seeds, and the per-seed values; `<out>/results.png` draws the means with one-std error bars
 (and the per-class AP of the student against the baseline, averaged over seeds).
-`--summarise-only` skips training and summarises run directories that exist (`--runs DIR ...`). The training data stay the same for all seeds
-(`data.seed`); the seed changes initialisation, shuffling, augmentation and the partition's k-means.
+`--summarise-only` skips training and summarises run directories that exist (`--runs DIR ...`), or models
+picked from several runs of each seed (`--pick LABEL=DIR:MODEL`, `{seed}` in DIR standing for each of
+`--seeds`), e.g. to set a student beside a baseline trained in a run of its own:
+
+    python tools/ablation.py --summarise-only --seeds 0 1 2 --out runs/views-summary \
+        --pick "baseline=runs/k6-{seed}:baseline" --pick "baseline, views=runs/bvo-{seed}:baseline" \
+        --pick "cpsd=runs/k6tv-{seed}:student"
+
+The training data stay the same for all seeds (`data.seed`); the seed changes initialisation, shuffling,
+augmentation and the partition's k-means.
 """
 
 import argparse
@@ -40,6 +48,26 @@ def summarise(per_seed):
     return summary
 
 
+def picked(picks, seed):
+    """A results.json-like dict of the models `picks` (["LABEL=DIR:MODEL", ...]) name for one seed."""
+    report = {"models": {}, "details": {}, "splits": []}
+    for pick in picks:
+        label, _, where = pick.partition("=")
+        run_dir, _, model = where.format(seed=seed).rpartition(":")
+        if not (label and run_dir and model):
+            sys.exit(f"--pick {pick!r}: expected LABEL=DIR:MODEL")
+        path = Path(run_dir) / "results.json"
+        if not path.is_file():
+            sys.exit(f"--pick {pick!r}: {path} not found")
+        results = json.loads(path.read_text())
+        if model not in results["models"]:
+            sys.exit(f"--pick {pick!r}: {path} has no model '{model}' (it has {', '.join(results['models'])})")
+        report["models"][label] = results["models"][model]
+        report["details"][label] = results.get("details", {}).get(model, {})
+        report["splits"] += [s for s in results.get("splits", []) if s not in report["splits"]]
+    return report
+
+
 def table(summary, seeds):
     splits = sorted({s for per in summary.values() for s in per})
     lines = [f"mAP, mean ± std over seeds {', '.join(map(str, seeds))}", "",
@@ -50,7 +78,7 @@ def table(summary, seeds):
     return "\n".join(lines)
 
 
-def figure(per_seed, summary, png, title):
+def figure(per_seed, summary, png, title, order=None):
     """results.png of the seeds: mean mAP with std error bars, per-class AP averaged over seeds."""
     from cpsd_tf import results_plot
 
@@ -64,7 +92,7 @@ def figure(per_seed, summary, png, title):
             if rows and all(rows):
                 mean = [None if any(v is None for v in col) else statistics.fmean(col) for col in zip(*rows)]
                 report["details"].setdefault(model, {})[split] = {"AP_per_class": mean}
-    results_plot.plot(report, png, title=title, errors=errors)
+    results_plot.plot(report, png, title=title, errors=errors, order=order)
 
 
 def main():
@@ -75,10 +103,15 @@ def main():
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override KEY=VALUE")
     parser.add_argument("--summarise-only", action="store_true", help="summarise existing runs, train nothing")
     parser.add_argument("--runs", nargs="+", help="with --summarise-only: the run directories (one per seed)")
+    parser.add_argument("--title", help="figure title (default: the recipe and the number of seeds)")
+    parser.add_argument("--pick", action="append", default=[], metavar="LABEL=DIR:MODEL",
+                        help="with --summarise-only: model MODEL of run DIR ({seed}: each of --seeds) as LABEL")
     args = parser.parse_args()
     out = Path(args.out)
     per_seed = {}
-    if args.summarise_only:
+    if args.summarise_only and args.pick:
+        per_seed = {seed: picked(args.pick, seed) for seed in args.seeds}
+    elif args.summarise_only:
         runs = [Path(r) for r in args.runs] if args.runs else [out / f"seed-{s}" for s in args.seeds]
         per_seed = {i: json.loads((r / "results.json").read_text()) for i, r in enumerate(runs)}
         args.seeds = [f"{r}" for r in runs] if args.runs else args.seeds
@@ -95,11 +128,13 @@ def main():
         per_seed[seed] = json.loads((run_dir / "results.json").read_text())
     summary = summarise(per_seed)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps({"recipe": args.recipe, "seeds": args.seeds,
+    (out / "summary.json").write_text(json.dumps({"recipe": args.recipe, "seeds": args.seeds, "picks": args.pick,
                                                   "overrides": args.overrides, "summary": summary}, indent=2))
     text = table(summary, args.seeds)
     (out / "summary.md").write_text(text + "\n")
-    figure(per_seed, summary, out / "results.png", f"{args.recipe}, {len(per_seed)} seeds")
+    title = args.title or f"{args.recipe}, {len(per_seed)} seeds"
+    order = [p.partition("=")[0] for p in args.pick] or None
+    figure(per_seed, summary, out / "results.png", title, order)
     print(text)
     print(f"Wrote {out / 'summary.json'}, {out / 'summary.md'}, {out / 'results.png'}")
 
