@@ -192,13 +192,18 @@ def test_cluster_from_tf_config(monkeypatch):
         multiworker.cluster()
 
 
+# Batches of ({"image", "objects"}, targets) build and train under the strategy too; each worker mixes its
+# own rows (partners come from its share of the global batch).
+VIEWS = ["--set", "baseline.views.kind=cutmix", "--set", "baseline.views.labels=objects"]
+
+
 def test_cli_stage_on_two_workers_only_the_chief_writes(setup):
     root, recipe_path, _ = setup
     run_dir = root / "cli-run"
     configs = multiworker.local_cluster(2)
     procs = [subprocess.Popen(
         [sys.executable, "-m", "cpsd_tf", "baseline", "--recipe", str(recipe_path), "--run-dir", str(run_dir),
-         "--set", "train.strategy=multi_worker", "--set", "baseline.epochs=1"],
+         "--set", "train.strategy=multi_worker", "--set", "baseline.epochs=1", *VIEWS],
         env=_env(configs[i]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 0)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
@@ -206,7 +211,7 @@ def test_cli_stage_on_two_workers_only_the_chief_writes(setup):
         assert "unhealthy" not in err  # the workers left together (no peer looked crashed to the chief)
     model_dir = run_dir / "baseline"
     worker_out, chief_out = outs[0][0], outs[1][0]  # only the chief reports the model it wrote
-    assert "best val mAP" in chief_out and f"-> {model_dir}" in chief_out
+    assert "best val mAP" in chief_out and f"-> {model_dir}" in chief_out and "cutmix views" in chief_out
     assert "best val mAP" not in worker_out and "trained with the chief (worker 0), which writes" in worker_out
     assert sorted(p.name for p in model_dir.iterdir()) == [
         ".lock", "metrics.json", "model.keras", "provenance.json", "tensorboard", "thresholds.json"]
@@ -216,7 +221,7 @@ def test_cli_stage_on_two_workers_only_the_chief_writes(setup):
     configs = multiworker.local_cluster(2)
     procs = [subprocess.Popen(
         [sys.executable, "-m", "cpsd_tf", "baseline", "--recipe", str(recipe_path), "--run-dir", str(run_dir),
-         "--set", "train.strategy=multi_worker", "--set", "baseline.epochs=1"],
+         "--set", "train.strategy=multi_worker", "--set", "baseline.epochs=1", *VIEWS],
         env=_env(configs[i]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
     for p in procs:
         out, err = p.communicate(timeout=600)
@@ -229,24 +234,7 @@ def test_cli_stage_on_two_workers_only_the_chief_writes(setup):
     from cpsd_tf.cli import cli
 
     result = CliRunner().invoke(cli, ["baseline", "--recipe", str(recipe_path), "--run-dir", str(run_dir),
-                                      "--set", "baseline.epochs=1"])
+                                      "--set", "baseline.epochs=1", *VIEWS])
     assert result.exit_code == 0, result.output
     assert "[baseline] baseline finished already, skipped" in result.output
 
-
-def test_two_workers_train_on_views_labelled_by_object(setup):
-    """Batches of ({"image", "objects"}, targets) build and train under the strategy; each worker mixes its
-    own rows (partners come from its share of the global batch)."""
-    root, recipe_path, _ = setup
-    run_dir = root / "views-run"
-    configs = multiworker.local_cluster(2)
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "cpsd_tf", "baseline", "--recipe", str(recipe_path), "--run-dir", str(run_dir),
-         "--set", "train.strategy=multi_worker", "--set", "baseline.epochs=1", "--set", "baseline.views.kind=cutmix",
-         "--set", "baseline.views.labels=objects", "--set", "baseline.views.prob=1.0"],
-        env=_env(configs[i]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err
-        assert "cutmix views" in out
-    assert "best val mAP" in outs[0][0] and (run_dir / "baseline" / "model.keras").is_file()
