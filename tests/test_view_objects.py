@@ -151,18 +151,23 @@ def _square_records(tmp_path, n=12):
     return tmp_path
 
 
-@pytest.mark.parametrize("cache", [False, True])
-def test_pipeline_boxes_follow_each_view(tmp_path, cache):
+# RandAugment's shifts at magnitude 2 (3 pixels each): whole-pixel moves, so the boxes are exact
+SHIFTS = {"num_ops": 2, "magnitude": 2, "ops": ["translate_x", "translate_y", "identity"]}
+
+
+@pytest.mark.parametrize("cache, randaugment", [(False, None), (True, None), (False, SHIFTS)])
+def test_pipeline_boxes_follow_each_view(tmp_path, cache, randaugment):
     data = _square_records(tmp_path)
     ds = pipeline.build(data, "train", image_size=S, batch_size=4, training=True, repeat=True, cache=cache,
-                        augment=AugmentConfig(flip=True, translate=0.1), with_objects=True, seed=3)
+                        augment=AugmentConfig(flip=True, translate=0.1, randaugment=randaugment), with_objects=True,
+                        seed=3)
     for features, y in ds.take(6):
         for image, rows, labels in zip(features["image"].numpy(), features["objects"].numpy(), y.numpy()):
             c, t, l, b, r = rows[0]
             assert labels[int(c)] == 1
             white = np.argwhere(image[..., 0] > 0.5)
-            np.testing.assert_array_equal(white.min(0), [t, l])
-            np.testing.assert_array_equal(white.max(0) + 1, [b, r])
+            np.testing.assert_array_equal(white.min(0), np.clip([t, l], 0, S))
+            np.testing.assert_array_equal(white.max(0) + 1, np.clip([b, r], 0, S))
 
 
 def test_objects_file_refusals(tmp_path):
