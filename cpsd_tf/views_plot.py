@@ -5,7 +5,8 @@ deterministic order; training lets parallel steps finish out of order, so its ow
 other records), augmented as `data.augment` says, then mixed as `<model>.views` mixes a batch at optimizer
 step `step` (`cpsd_tf.views`): the same augmentation, mix and ASL labels the training step computes.
 Each panel's title lists the view's positive labels, then the labels its image had before mixing and lost
-("lost:") and those the mix brought in ("new:").
+("lost:") and those the mix brought in ("new:"). With labels by object, each object's box is outlined where
+it lands: green when its class is a label of the view, red when it is not.
 
 Uses matplotlib's object API with the Agg canvas, so no global backend is switched.
 """
@@ -20,7 +21,10 @@ MODELS = ("distill", "baseline", "teachers")
 
 
 def batch(recipe, model="distill", count=16, step=0):
-    """(views float32 [n, S, S, 3], labels [n, m], labels before mixing [n, m]) of the first training batch.
+    """(views float32 [n, S, S, 3], labels [n, m], labels before mixing [n, m], outlines) of the first
+    training batch; `outlines` (labels by object only, else None) is float32 [n, S, S]: class + 1 on the
+    outline of each object's box as it lands in the view (drawn per image, then mixed by the very same
+    mix), 0 elsewhere.
 
     Args:
         recipe: the resolved `Recipe`.
@@ -45,10 +49,29 @@ def batch(recipe, model="distill", count=16, step=0):
     if by_object:
         x, objects = x["image"], x["objects"]
     before = y.numpy()
+    outlines = None if objects is None else _outlines(objects.numpy(), data.image_size)
     mix = views.mixer(cfg, recipe.seed)
     if mix is not None:
-        x, y = mix(x, y, tf.constant(step, tf.int64), objects)
-    return x.numpy(), np.asarray(y), before
+        step = tf.constant(step, tf.int64)
+        if outlines is not None:  # same seed, same batch size: the same boxes, quarters and partners
+            outlines = mix(tf.constant(outlines[..., None]), y, step, objects)[0].numpy()[..., 0]
+        x, y = mix(x, y, step, objects)
+    return x.numpy(), np.asarray(y), before, outlines
+
+
+def _outlines(objects, size):
+    """float32 [n, S, S]: class + 1 on the one-pixel outline of each object's box (rows of `objects`
+    [n, K, 5] in pixels, class -1 pads), clipped to the frame."""
+    out = np.zeros((len(objects), size, size), np.float32)
+    for i, rows in enumerate(objects):
+        for c, top, left, bottom, right in rows[rows[:, 0] >= 0]:
+            t, lf = int(np.clip(np.floor(top), 0, size - 1)), int(np.clip(np.floor(left), 0, size - 1))
+            b, r = int(np.clip(np.ceil(bottom), 1, size)) - 1, int(np.clip(np.ceil(right), 1, size)) - 1
+            if b < t or r < lf:
+                continue
+            out[i, t, lf:r + 1] = out[i, b, lf:r + 1] = c + 1
+            out[i, t:b + 1, lf] = out[i, t:b + 1, r] = c + 1
+    return out
 
 
 def describe(cfg) -> str:
@@ -58,6 +81,17 @@ def describe(cfg) -> str:
     rule = (f"labels by object, min_visible {cfg.min_visible:g}" if cfg.labels == "objects" and cfg.kind != "mixup"
             else f"labels by share, min_share {cfg.min_share:g}")
     return f"{cfg.kind} (alpha {cfg.alpha:g}, prob {cfg.prob:g}, {rule})"
+
+
+def _overlay(outline, labels):
+    """RGBA [S, S, 4]: green where an outline's class is a label of the view, red where it is not."""
+    rgba = np.zeros((*outline.shape, 4), np.float32)
+    on = outline > 0
+    kept = np.zeros(outline.shape, bool)
+    kept[on] = labels[np.round(outline[on]).astype(int) - 1] > 0
+    rgba[on & kept] = (0.0, 1.0, 0.0, 0.75)
+    rgba[on & ~kept] = (1.0, 0.0, 0.0, 0.75)
+    return rgba
 
 
 def _augment_text(augment) -> str:
@@ -79,8 +113,9 @@ def _title(classes, after, before, width=22):
     return "\n".join(lines)
 
 
-def plot(path, images, after, before, classes, title, dpi=150):
-    """Write the panels of a batch atomically to `path` (PNG)."""
+def plot(path, images, after, before, classes, title, outlines=None, dpi=150):
+    """Write the panels of a batch atomically to `path` (PNG); `outlines` (see `batch`) are drawn green for
+    an object whose class is a label of the view, red for one that is not."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -92,8 +127,10 @@ def plot(path, images, after, before, classes, title, dpi=150):
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.set_axis_off()
-    for ax, image, a, b in zip(axes, images, after, before):
+    for i, (ax, image, a, b) in enumerate(zip(axes, images, after, before)):
         ax.imshow(np.clip(image, 0.0, 1.0), interpolation="nearest")
+        if outlines is not None:
+            ax.imshow(_overlay(outlines[i], a), interpolation="nearest")
         ax.set_title(_title(classes, a, b), fontsize=7)
     fig.suptitle(title, fontsize=9)
     with io.atomic_path(path) as tmp:
@@ -109,10 +146,12 @@ def run(recipe, out, model="distill", count=16, step=0):
     if model not in MODELS:
         raise UserError(f"--model: '{model}' is not one of {', '.join(MODELS)}")
     classes = records.load_info(recipe.data.dir).classes
-    images, after, before = batch(recipe, model, count, step)
+    images, after, before, outlines = batch(recipe, model, count, step)
     cfg = getattr(recipe, model).views
     title = f"{model} training views at step {step}: {describe(cfg)}; augment: {_augment_text(recipe.data.augment)}"
-    plot(out, images, after, before, classes, title)
+    if outlines is not None:
+        title += "\nboxes: green, an object labelled in the view; red, one that is not"
+    plot(out, images, after, before, classes, title, outlines)
     changed = int(((after > 0) != (before > 0)).any(axis=1).sum())
     return (f"[data] {len(images)} {model} training views ({describe(cfg)}) -> {out}; {changed} of them have "
             f"other labels than their image")

@@ -17,7 +17,7 @@ def test_the_batch_is_the_training_step_s(tmp_path):
     """The drawn views and labels are the mixer's on the pipeline's first training batch at that step."""
     r = recipe.load(write_tiny_recipe(tmp_path, distill=CUTMIX))
     prepare.run(r)
-    images, after, before = views_plot.batch(r, "distill", count=8, step=5)
+    images, after, before, outlines = views_plot.batch(r, "distill", count=8, step=5)
     ds = pipeline.build(r.data.dir, r.data.train_split, batch_size=8, training=True, augment=r.data.augment,
                         shuffle_buffer=r.train.shuffle_buffer, seed=r.seed, repeat=True, image_size=32,
                         with_objects=True, deterministic=True)
@@ -27,7 +27,15 @@ def test_the_batch_is_the_training_step_s(tmp_path):
     np.testing.assert_array_equal(images, mixed.numpy())
     np.testing.assert_array_equal(after, labels.numpy())
     assert (after != before).any()  # cutmix at prob 1 changes some labels
-    plain_images, plain_after, plain_before = views_plot.batch(r, "baseline", count=8)  # baseline: no views
+    # every outline is of a class of the image its pixels come from
+    assert outlines.shape == (8, 32, 32) and (outlines > 0).any()
+    source = np.rint(outlines).astype(int) - 1
+    for i in range(8):
+        shown = set(source[i][source[i] >= 0].tolist())
+        partner = (i + 1) % 8
+        assert shown <= set(np.flatnonzero(before[i])) | set(np.flatnonzero(before[partner])), i
+    plain_images, plain_after, plain_before, plain_outlines = views_plot.batch(r, "baseline", count=8)  # no views
+    assert plain_outlines is None
     np.testing.assert_array_equal(plain_images, x["image"].numpy())
     np.testing.assert_array_equal(plain_after, plain_before)
 
