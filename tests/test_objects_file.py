@@ -7,7 +7,7 @@ from cpsd_tf.data import objects as objects_file
 from cpsd_tf.data import pipeline
 from cpsd_tf.data.augment_config import AugmentConfig
 from cpsd_tf.errors import UserError
-from helpers_sources import assert_error, assert_ok, coco_layout, read, run
+from helpers_sources import assert_error, assert_nothing_written, assert_ok, coco_layout, images_in, read, run
 
 # coco_layout's images are 8 x 8; here image 25 is 16 wide and 8 high, to tell x from y
 IMAGES = [
@@ -121,3 +121,48 @@ def test_the_pipeline_reads_coco_boxes_in_pixels(tmp_path):
     for r in read(out, "train"):
         got = [v for v in by_index[r["index"]] if v[0] >= 0]
         np.testing.assert_allclose(got, [(c, t * 8, l * 8, b * 8, rt * 8) for c, t, l, b, rt in EXPECTED[r["id"]]])
+
+
+# === JSONL lists with boxes ===
+
+
+def _jsonl(tmp_path, lines, *extra):
+    img_dir = images_in(tmp_path / "imgs", ["a.jpg", "b.jpg", "c.jpg"])
+    labels = tmp_path / "train.jsonl"
+    labels.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "data"
+    return run("csv", "--labels", labels, "--images", img_dir, "--split", "train", "--out", out, *extra), labels, out
+
+
+BOXED = [
+    '{"path": "a.jpg", "labels": ["sky", "car"], "objects": [{"label": "car", "box": [0.5, 0.0, 1.0, 0.5]}, '
+    '{"label": "sky", "box": [0, 0, 0.4, 1]}, {"label": "car", "box": [0.6, 0.5, 0.9, 0.9]}]}',
+    '{"path": "b.jpg", "labels": [], "objects": []}',
+    '{"path": "c.jpg", "labels": ["car"], "objects": [{"label": "car", "box": [0.1, 0.2, 0.3, 0.4]}]}',
+]
+
+
+def test_jsonl_objects_are_written_with_the_split(tmp_path):
+    result, _, out = _jsonl(tmp_path, BOXED)
+    assert_ok(result)
+    assert f"Wrote where their objects are to {objects_file.path(out, 'train')}" in result.stdout
+    table = objects_file.table(out, "train")  # classes: car 0, sky 1
+    np.testing.assert_allclose(_rows(table, 0), [(0, 0.5, 0, 1, 0.5), (1, 0, 0, 0.4, 1), (0, 0.6, 0.5, 0.9, 0.9)])
+    assert _rows(table, 1) == []
+    np.testing.assert_allclose(_rows(table, 2), [(0, 0.1, 0.2, 0.3, 0.4)])
+
+
+@pytest.mark.parametrize("line, fragments", [
+    ('{"path": "c.jpg", "labels": ["car"]}', ['line 3: no "objects", but line 1 has them']),
+    ('{"path": "c.jpg", "labels": ["car", "sky"], "objects": [{"label": "car", "box": [0, 0, 1, 1]}]}',
+     ["line 3: labels [car; sky] but objects of [car]: every label needs a box"]),
+    ('{"path": "c.jpg", "labels": ["car"], "objects": [{"label": "car", "box": [0.5, 0, 0.2, 1]}]}',
+     ["line 3: box [0.5, 0, 0.2, 1] of 'car' must be [top, left, bottom, right]"]),
+    ('{"path": "c.jpg", "labels": ["car"], "objects": [{"label": "car", "box": [0, 0, 1]}]}',
+     ['line 3: each of "objects" must be {"label": name, "box": [top, left, bottom, right]}']),
+    ('{"path": "c.jpg", "labels": ["car"], "objects": {"car": [0, 0, 1, 1]}}', ['line 3: each of "objects"']),
+], ids=["missing", "label-without-box", "upside-down", "three-numbers", "not-a-list"])
+def test_jsonl_objects_errors(tmp_path, line, fragments):
+    result, labels, out = _jsonl(tmp_path, [*BOXED[:2], line])
+    assert_error(result, str(labels), *fragments)
+    assert_nothing_written(out)

@@ -127,6 +127,9 @@ def csv(labels, images, split, out, classes_file, skip_invalid, holdout, holdout
     JSONL: per line one object with "path" (relative to --images) and "labels", a list of class names
     (or, with --classes, 0-based indices into it), e.g.
       {"path": "street/0001.jpg", "labels": ["car", "person"]}
+    A JSONL line may say where its objects are, for mixed views labelled by object (then every line
+    does, and its labels are its objects' classes; box: fractions of the height and width), e.g.
+      {"path": "a.jpg", "labels": ["car"], "objects": [{"label": "car", "box": [0.1, 0.2, 0.6, 0.9]}]}
     Blank lines are skipped. The classes are those of --classes, in its order, else the names found,
     sorted.
 

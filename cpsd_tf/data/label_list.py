@@ -1,4 +1,10 @@
-"""A CSV (`path,labels`) or JSONL list of images and labels -> one split (or it and a held-out one)."""
+"""A CSV (`path,labels`) or JSONL list of images and labels -> one split (or it and a held-out one).
+
+A JSONL line may also say where the image's objects are, for mixed views labelled by object:
+`{"path": "a.jpg", "labels": ["cat"], "objects": [{"label": "cat", "box": [top, left, bottom, right]}]}`,
+the box as fractions of the image's height and width. Then every line gives them, and each line's labels
+are its objects' classes (`cpsd_tf.data.objects`).
+"""
 
 import csv
 import io
@@ -33,7 +39,7 @@ def _csv_rows(path, text):
         if len(row) != 2:
             raise UserError(f"{path}: line {reader.line_num}: expected 2 fields (path,labels), found {len(row)}")
         names = [name.strip() for name in row[1].split(";") if name.strip()]
-        yield reader.line_num, row[0].strip(), names
+        yield reader.line_num, row[0].strip(), names, None
 
 
 def _jsonl_rows(path, text):
@@ -51,7 +57,25 @@ def _jsonl_rows(path, text):
             # bool is an int subclass: `true` is not a class index.
             if isinstance(label, bool) or not isinstance(label, (str, int)):
                 raise UserError(f"{path}: line {lineno}: label {json.dumps(label)} is neither a class name nor an index")
-        yield lineno, obj["path"].strip(), obj["labels"]
+        objects = obj.get("objects")
+        if objects is not None:
+            objects = [_object(o, path, lineno) for o in (objects if isinstance(objects, list) else [None])]
+        yield lineno, obj["path"].strip(), obj["labels"], objects
+
+
+def _object(entry, path, lineno):
+    """(label, top, left, bottom, right) of one entry of a JSONL line's "objects"."""
+    box = entry.get("box") if isinstance(entry, dict) else None
+    label = entry.get("label") if isinstance(entry, dict) else None
+    if (isinstance(label, bool) or not isinstance(label, (str, int)) or not isinstance(box, list) or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
+        raise UserError(f"{path}: line {lineno}: each of \"objects\" must be {{\"label\": name, \"box\": [top, left, "
+                        f"bottom, right]}}, received {json.dumps(entry)}")
+    top, left, bottom, right = (float(v) for v in box)
+    if not (0.0 <= top < bottom <= 1.0 and 0.0 <= left < right <= 1.0):
+        raise UserError(f"{path}: line {lineno}: box {json.dumps(box)} of '{label}' must be [top, left, bottom, right] "
+                        f"as fractions of the image's height and width, 0 <= top < bottom <= 1, 0 <= left < right <= 1")
+    return label, top, left, bottom, right
 
 
 def _resolve_label(label, classes, index_of, path, lineno, classes_file):
@@ -97,14 +121,27 @@ def parse_label_list(labels_file, images_dir, classes_file=None):
     if classes_file is not None:
         classes = sources.read_class_names(classes_file)
     else:
-        classes = sorted({label.strip() for _, _, labels in rows for label in labels if isinstance(label, str)})
+        named = [label for _, _, labels, objects in rows for label in [*labels, *(o[0] for o in objects or ())]]
+        classes = sorted({label.strip() for label in named if isinstance(label, str)})
     index_of = {name: i for i, name in enumerate(classes)}
+    with_objects = [lineno for lineno, _, _, objects in rows if objects is not None]
+    if with_objects and len(with_objects) < len(rows):
+        bare = next(lineno for lineno, _, _, objects in rows if objects is None)
+        raise UserError(f"{path}: line {bare}: no \"objects\", but line {with_objects[0]} has them: give the objects "
+                        f"of every image or of none")
     items = []
     first_of = {}  # normalised image path -> (line number, sorted class indices) of its first listing
-    for lineno, image, labels in rows:
+    for lineno, image, labels, objects in rows:
         if not image:
             raise UserError(f"{path}: line {lineno}: empty image path")
         indices = sorted({_resolve_label(x, classes, index_of, path, lineno, classes_file) for x in labels})
+        if objects is not None:
+            objects = tuple((_resolve_label(o[0], classes, index_of, path, lineno, classes_file), *o[1:])
+                            for o in objects)
+            boxed = sorted({o[0] for o in objects})
+            if boxed != indices:
+                raise UserError(f"{path}: line {lineno}: labels {_names(indices, classes)} but objects of "
+                                f"{_names(boxed, classes)}: every label needs a box and every box a label")
         # "a.jpg" and "./a.jpg" are one image: a second record of it would weigh it twice in training.
         key = posixpath.normpath(image.replace("\\", "/"))
         if key in first_of:
@@ -116,7 +153,7 @@ def parse_label_list(labels_file, images_dir, classes_file=None):
                 )
             continue  # an identical duplicate (e.g. concatenated lists): merged into the first
         first_of[key] = (lineno, indices)
-        items.append(sources.Item(Path(images_dir) / image, image, indices, f"{path}: line {lineno}"))
+        items.append(sources.Item(Path(images_dir) / image, image, indices, f"{path}: line {lineno}", objects))
     if not classes:
         raise UserError(f"{path}: no labels at all (give --classes to fix the class list)")
     return classes, items
@@ -131,7 +168,8 @@ def convert_label_list(
     with the rest as `split` (both or none).
 
     Args:
-        labels_file: str or Path, the CSV (`path,labels`) or JSONL (`{"path": ..., "labels": [...]}`) file.
+        labels_file: str or Path, the CSV (`path,labels`) or JSONL (`{"path": ..., "labels": [...]}`, optionally
+            with `"objects"`: see the module docstring) file.
         images_dir: str or Path, the folder the image paths are relative to.
         split: str, the split name to write.
         out_dir: str or Path, the data folder.
