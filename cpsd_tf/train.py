@@ -37,15 +37,11 @@ from cpsd_tf.checkpoints import (BEST_WEIGHTS_FILE, SELECTION_FILE, cleanup, ens
                                  saving, state_bytes)
 from cpsd_tf.epoch_cost import EpochCost, clock, cost_metrics
 from cpsd_tf.errors import UserError
+from cpsd_tf.train_callbacks import is_validated
 from cpsd_tf.rundir import METRICS_FILE, MODEL_FILE
 
 
 # --- validation schedule ------------------------------------------------------------------------------
-
-
-def is_validated(epoch, epochs, every):
-    """Whether epoch `epoch` (from 1) of `epochs` is scored on the selection split: every `every`-th and the last."""
-    return epoch % every == 0 or epoch == epochs
 
 
 def validate_every(recipe, role):
@@ -266,7 +262,7 @@ def _fit(
     every = validate_every(recipe, role)
     cost = EpochCost()
     selection = callbacks.selection(model_dir, val_ds, val_y, class_names, optimizer.use_ema, log_dir, title, recipe,
-                                    epochs=epochs, every=every, cost=cost)
+                                    epochs=epochs, every=every, cost=cost, predict=predict_logits)
     start_clock, close_clock = callbacks.cost_clocks(cost, selection, model_dir)
     fit_callbacks = [
         start_clock,

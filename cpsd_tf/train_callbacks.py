@@ -12,6 +12,11 @@ from cpsd_tf.checkpoints import BACKUP_DIR, BEST_WEIGHTS_FILE, SELECTION_FILE, e
 from cpsd_tf.errors import UserError
 
 
+def is_validated(epoch, epochs, every):
+    """Whether epoch `epoch` (from 1) of `epochs` is scored on the selection split: every `every`-th and the last."""
+    return epoch % every == 0 or epoch == epochs
+
+
 def _non_finite(values):
     """'nan' or 'inf' (the kind of the first bad value), or None when all are finite."""
     values = np.asarray(values)
@@ -130,12 +135,13 @@ def backup(model_dir, title, epochs, cost):
     return Backup()
 
 
-def selection(model_dir, val_ds, val_y, class_names, has_ema, log_dir, title, recipe, *, epochs, every,
-                        cost):
+def selection(model_dir, val_ds, val_y, class_names, has_ema, log_dir, title, recipe, *, epochs, every, cost,
+              predict):
+    """The callback that scores raw and EMA weights on the selection split (`predict(model, val_ds)` ->
+    logits) on validated epochs and keeps the best."""
     import keras
 
     from cpsd_tf import tensorboard as tb
-    from cpsd_tf import train
     from cpsd_tf.metrics import multilabel_metrics
 
     class SelectBest(keras.callbacks.SwapEMAWeights):
@@ -166,7 +172,7 @@ def selection(model_dir, val_ds, val_y, class_names, has_ema, log_dir, title, re
                 self.state[key] = [h for h in self.state.get(key, []) if h["epoch"] <= epoch]
 
         def _score(self, epoch, which):
-            scores = train.predict_logits(self.model, val_ds)
+            scores = predict(self.model, val_ds)
             kind = _non_finite(scores)
             if kind:
                 raise UserError(f"{title}: the validation scores ({which} weights) became {kind} at epoch {epoch + 1}; "
@@ -177,7 +183,7 @@ def selection(model_dir, val_ds, val_y, class_names, has_ema, log_dir, title, re
             logs = logs if logs is not None else {}
             train_logs = {k: float(v) for k, v in logs.items() if not k.startswith("val_") and np.isscalar(v)}
             record = {"epoch": epoch + 1, **train_logs, "learning_rate": _learning_rate(self.model.optimizer)}
-            if not train.is_validated(epoch + 1, epochs, every):
+            if not is_validated(epoch + 1, epochs, every):
                 self.state["history"].append(record)
                 with cost.measure("save"), saving(model_dir, 0):
                     io.write_json(self.state_path, self.state)
