@@ -218,12 +218,14 @@ def test_baseline_stage_with_object_labels(tmp_path):
     result = runner.invoke(cli, ["data", "build", "--recipe", str(path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "data" / "train.objects.npz").is_file()
-    result = runner.invoke(cli, ["baseline", "--recipe", str(path)])
+    # the official augmentation's RandAugment (rotate, shear, translate): the boxes follow it
+    official = ["--set", "data.augment.randaugment={num_ops: 2, magnitude: 9}"]
+    result = runner.invoke(cli, ["baseline", "--recipe", str(path), *official])
     assert result.exit_code == 0, result.output
     values = json.loads((tmp_path / "run" / "baseline" / "provenance.json").read_text())["values"]
     assert values["baseline.views.labels"] == "objects"
     (tmp_path / "data" / "train.objects.npz").unlink()
-    result = runner.invoke(cli, ["baseline", "--recipe", str(path), "--force"])
+    result = runner.invoke(cli, ["baseline", "--recipe", str(path), "--force", *official])
     assert result.exit_code == 2 and "train.objects.npz: not found" in result.output
 
 
