@@ -104,6 +104,6 @@ def _scatter(ax, pairs, split, student):
     ax.set_aspect("equal")
     ax.set_xlabel(f"baseline AP on {split} (%)")
     ax.set_ylabel(f"{student} AP on {split} (%)")
-    ax.set_title(f"AP per class: {student} above the baseline\non {better} of {len(base)} classes "
+    ax.set_title(f"AP per class: {student} above\nthe baseline on {better} of {len(base)} classes\n"
                  f"(mean {np.mean(other - base):+.2f})", fontsize=10)
     ax.grid(alpha=0.3)
