@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from cpsd_tf import recipe, views
 from cpsd_tf.cli import cli
 from cpsd_tf.data import augment as aug
+from cpsd_tf.data import boxes
 from cpsd_tf.data import objects as objects_file
 from cpsd_tf.data import pipeline, records, scenes
 from cpsd_tf.data.augment_config import AugmentConfig
@@ -32,9 +33,9 @@ def test_view_geometry_is_the_augmentation_s_own():
         image[top:bottom, left:right] = 1.0
         seed = tf.constant([t, 99], tf.int64)
         out = aug.augment_image(tf.constant(image), seed, cfg).numpy()[..., 0] > 0.5
-        flipped, dy, dx = aug.view_geometry(seed, cfg, S)
+        flipped, dy, dx = boxes.view_geometry(seed, cfg, S)
         flips.add(bool(flipped))
-        t0, l0, b0, r0 = (int(v) for v in aug.move_boxes(tf.constant([top, left, bottom, right], tf.float32),
+        t0, l0, b0, r0 = (int(v) for v in boxes.move_boxes(tf.constant([top, left, bottom, right], tf.float32),
                                                           flipped, dy, dx, S).numpy())
         expected = np.zeros((S, S), bool)
         expected[max(t0, 0):max(b0, 0), max(l0, 0):max(r0, 0)] = True
@@ -57,10 +58,10 @@ def test_boxes_follow_randaugment(op):
         image[top:top + side, left:left + side] = 1.0
         seed = tf.constant([t, 5], tf.int64)
         white = np.argwhere(aug.augment_image(tf.constant(image), seed, cfg).numpy()[..., 0] > 0.75)
-        box = aug.view_boxes(tf.constant([[top, left, top + side, left + side]], tf.float32), seed, cfg, S)
+        box = boxes.view_boxes(tf.constant([[top, left, top + side, left + side]], tf.float32), seed, cfg, S)
         box = np.clip(box.numpy()[0], 0, S)
-        plain = aug.move_boxes(tf.constant([top, left, top + side, left + side], tf.float32),
-                               *aug.view_geometry(seed, cfg, S), S).numpy()
+        plain = boxes.move_boxes(tf.constant([top, left, top + side, left + side], tf.float32),
+                               *boxes.view_geometry(seed, cfg, S), S).numpy()
         moved += not np.allclose(np.clip(plain, 0, S), box)
         np.testing.assert_allclose([*white.min(0), *(white.max(0) + 1)], box, atol=1.5, err_msg=f"{op}, seed {t}")
     assert moved >= 6  # the op was drawn (and moved the square) for a good share of the seeds
@@ -75,7 +76,7 @@ def test_boxes_through_two_ops_hold_the_object():
         image[11:20, 12:21] = 1.0
         seed = tf.constant([t, 8], tf.int64)
         white = np.argwhere(aug.augment_image(tf.constant(image), seed, cfg).numpy()[..., 0] > 0.75)
-        t0, l0, b0, r0 = aug.view_boxes(tf.constant([[11.0, 12.0, 20.0, 21.0]]), seed, cfg, S).numpy()[0]
+        t0, l0, b0, r0 = boxes.view_boxes(tf.constant([[11.0, 12.0, 20.0, 21.0]]), seed, cfg, S).numpy()[0]
         if len(white):
             assert white[:, 0].min() >= t0 - 1 and white[:, 1].min() >= l0 - 1, t
             assert white[:, 0].max() + 1 <= b0 + 1 and white[:, 1].max() + 1 <= r0 + 1, t
@@ -191,13 +192,13 @@ def test_scenes_objects_file_matches_the_labels_and_the_glyphs(tmp_path):
     scenes.generate(tmp_path, config, seed=2, splits=["train"])
     table = objects_file.table(tmp_path, "train")
     _, labels = pipeline.labels_matrix(tmp_path, "train")
-    pixels, objects, boxes = scenes.split_pixels(config, "train", seed=2)
+    pixels, objects, glyph_boxes = scenes.split_pixels(config, "train", seed=2)
     for i in range(len(table)):
         rows = table[i][table[i, :, 0] >= 0]
         hot = np.zeros(labels.shape[1])
         hot[rows[:, 0].astype(int)] = 1
         np.testing.assert_array_equal(hot, labels[i])
-        np.testing.assert_allclose(rows[:, 1:] * S, [(y, x, y + s, x + s) for y, x, s in boxes[i]])
+        np.testing.assert_allclose(rows[:, 1:] * S, [(y, x, y + s, x + s) for y, x, s in glyph_boxes[i]])
 
 
 def test_recipe_keys_and_refusal(tmp_path):

@@ -1,4 +1,4 @@
-"""The input-pipeline cost of moving object boxes with each view (`augment.view_boxes`), per image.
+"""The input-pipeline cost of moving object boxes with each view (`boxes.view_boxes`), per image.
 
     python tools/bench_view_boxes.py [--images 6400] [--boxes 8] [--rounds 3]
 
@@ -13,7 +13,7 @@ import time
 
 import tensorflow as tf
 
-from cpsd_tf.data import augment as aug
+from cpsd_tf.data.boxes import view_boxes
 from cpsd_tf.data.augment_config import AugmentConfig
 
 
@@ -30,7 +30,7 @@ def main():
     options.threading.private_threadpool_size = 1
     data = tf.data.Dataset.from_tensor_slices((boxes, seeds))
     maps = {"identity": data.map(lambda b, s: b).with_options(options),
-            "view_boxes": data.map(lambda b, s: aug.view_boxes(b, s, cfg, 32)).with_options(options)}
+            "view_boxes": data.map(lambda b, s: view_boxes(b, s, cfg, 32)).with_options(options)}
 
     def seconds(ds):
         start = time.perf_counter()

@@ -116,7 +116,7 @@ class AugmentConfig(_Config):
 
 
 def objects_moved(config: AugmentConfig):
-    """What in `config` moves objects in a way `augment.view_boxes` does not follow (it follows flip,
+    """What in `config` moves objects in a way `boxes.view_boxes` does not follow (it follows flip,
     translate and RandAugment's ops), as the recipe key, or None."""
     if config.crop is not None:
         return "data.augment.crop"

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cpsd_tf import io
+from cpsd_tf.data import records
 from cpsd_tf.errors import UserError
 
 OBJECTS_FILE = "{split}.objects.npz"
@@ -56,8 +57,6 @@ def table(data_dir, split) -> np.ndarray:
         UserError: the file is missing, unreadable, of another size than the split, or a record's object
             classes are not its labels.
     """
-    from cpsd_tf.data import records
-
     where = path(data_dir, split)
     if not where.is_file():
         raise UserError(f"{where}: not found; labels by object need where each object is, which `cpsd-tf data "

@@ -56,6 +56,7 @@ import numpy as np
 import tensorflow as tf
 
 from cpsd_tf.data import augment as aug
+from cpsd_tf.data import boxes
 from cpsd_tf.data import objects as objects_file
 from cpsd_tf.data import records
 from cpsd_tf.data.augment_config import AugmentConfig
@@ -246,7 +247,7 @@ def build(
             training (a non-repeated training stream has no reproducible views). Defaults to False.
         with_objects: bool, also yield where each record's objects are in its view, under `"objects"`
             (float32 [B, K, 5] rows (class, top, left, bottom, right) in pixels of the S x S view, after its
-            flip, translation and RandAugment ops: `augment.view_boxes`; class -1 pads), from the split's objects file (`cpsd_tf.data.objects`).
+            flip, translation and RandAugment ops: `boxes.view_boxes`; class -1 pads), from the split's objects file (`cpsd_tf.data.objects`).
             Defaults to False.
 
     Returns:
@@ -348,7 +349,7 @@ def build(
         objects = tf.gather(table, index)
         if augment is not None:  # the boxes follow the view's flip, translation and RandAugment
             s_aug = tf.random.experimental.stateless_split(s, num=2)[1]  # as preprocess_train / augment_decoded
-            objects = tf.concat([objects[:, :1], aug.view_boxes(objects[:, 1:], s_aug, augment, image_size)], axis=1)
+            objects = tf.concat([objects[:, :1], boxes.view_boxes(objects[:, 1:], s_aug, augment, image_size)], axis=1)
         return out, y, index, pass_, objects
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
