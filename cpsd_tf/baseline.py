@@ -27,7 +27,7 @@ def _train_full(recipe, run_dir, model_dir, epochs, title, force, why=""):
     stage.train_model(recipe, model_dir, what=title, command="baseline", values=values,
                       inputs=stage.data_inputs(recipe, run_dir), force=force, run_dir=run_dir, num_classes=info.num_classes,
                       class_names=info.classes, epochs=epochs, title=title,
-                      wrap_model=views.trainer(recipe.baseline.views, recipe.seed),
+                      mix=views.mixer(recipe.baseline.views, recipe.seed),
                       with_objects=views.by_object(recipe.baseline.views))
     metrics = rundir.model_metrics(model_dir)
     if metrics and multiworker.is_chief():  # another worker wrote nothing there

@@ -10,9 +10,11 @@ L = w_cls·ASL(y, ŝ) + Σ_t w_t·‖ŝ − ŷ_t‖² over the recipe's teacher 
 - `cached_clean`: the teachers' merged logits of the un-augmented train images (`logits/<set>.npy`) join
   each batch by record `index` — no teacher pass per step, but the targets are of another view.
 
-With `distill.views` (mixup, cutmix, mosaic: `cpsd_tf.views`) each batch is mixed in the train step before
-the student and its online teachers see it, and the ASL term takes the mixed view's labels; mixed views
-need `online` targets (the recipe refuses the cached modes with them).
+With `distill.views` (mixup, cutmix, mosaic: `cpsd_tf.views`) each batch is mixed in the input pipeline
+before the student and its online teachers see it, and the ASL term takes the mixed view's labels. Mixed
+views take `online` or `cached_views` targets: the latter stores the teachers' logits of every mixed batch
+t of the (deterministic) stream (`logits/views/<set>.mixed.npy`, [T, B, m]) and joins them by t, the
+targets `online` computes; `cached_clean` cannot describe a mixed view (the recipe refuses it).
 
 The recipe's student goes to `<run_dir>/student/`; each `ablation` variant to `<run_dir>/ablations/<name>/`.
 The teachers (and logits) must exist: this stage never trains them.
@@ -100,11 +102,9 @@ def term_logger(loss, sets):
     return TermLogger
 
 
-def online_wrapper(teacher_sets, num_classes, positive_only=False, terms=None, mix=None):
-    """model -> a Keras model that trains `model` with targets from frozen teachers run on each batch.
-
-    With `mix` (`views.mixer`: (images, labels, step) -> (images, labels)), each training batch is mixed
-    first, so student and teachers see the same mixed view and the ASL term its labels.
+def online_wrapper(teacher_sets, num_classes, positive_only=False, terms=None):
+    """model -> a Keras model that trains `model` with targets from frozen teachers run on each batch
+    (the batch as the pipeline made it: with mixed views, student and teachers see the same mixed view).
 
     With `positive_only` (recipe `teachers.images: positive`, paper Eq. 5: a teacher distils on the images of
     its sub-task only), a teacher's columns count only for images with one of its classes: elsewhere the
@@ -136,11 +136,6 @@ def online_wrapper(teacher_sets, num_classes, positive_only=False, terms=None, m
 
         def call(self, x, training=False):
             return self.student(x, training=training)
-
-        def train_step(self, data):
-            if mix is not None:
-                data = views.mixed_data(data, mix, self.optimizer.iterations)
-            return super().train_step(data)
 
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
             parts = [y]
@@ -199,12 +194,15 @@ def train_student(recipe, run_dir, name, sets, model_dir, force=False):
         click.echo(f"warning: {name}: teachers.images is positive but {d.teacher_logits} targets are not masked to "
                    f"each teacher's images (paper Eq. 5); use distill.teacher_logits: online", err=True)
     if d.teacher_logits == "cached_views":
-        missing = [s for s in sets if not rundir.views_path(run_dir, s).is_file()]
+        missing = [s for s in sets if not logits_mod.views_file(recipe, run_dir, s).is_file()]
         if missing:
-            raise UserError(f"no view logits of {', '.join(missing)} yet ({rundir.views_path(run_dir, missing[0])}); "
+            raise UserError(f"no view logits of {', '.join(missing)} yet ({logits_mod.views_file(recipe, run_dir, missing[0])}); "
                             f"run 'cpsd-tf logits --recipe R' first")
-        kwargs["targets_fn"] = view_targets.targets_fn(logits_mod.view_tables(recipe, run_dir, sets))
-        kwargs["targets_by_pass"] = True
+        tables = logits_mod.view_tables(recipe, run_dir, sets)
+        if d.views.kind == "none":
+            kwargs.update(targets_fn=view_targets.targets_fn(tables), targets_by="pass")
+        else:  # one row per (mixed batch, row): the stream is deterministic so its batch t is the table's
+            kwargs.update(targets_fn=view_targets.step_targets_fn(tables), targets_by="step")
     elif d.teacher_logits == "cached_clean":
         missing = [s for s in sets if not rundir.logits_path(run_dir, s).is_file()]
         if missing:
@@ -215,10 +213,10 @@ def train_student(recipe, run_dir, name, sets, model_dir, force=False):
     if d.teacher_logits == "online":
         positive = recipe.teachers.images == "positive" and any(s != "baseline" for s in sets)
         kwargs["wrap_model"] = online_wrapper(_load_teacher_sets(run_dir, sets), m, positive_only=positive,
-                                              terms=(loss, sets), mix=views.mixer(d.views, recipe.seed))
-        kwargs["with_objects"] = views.by_object(d.views)
+                                              terms=(loss, sets))
     else:
         kwargs["wrap_model"] = term_logger(loss, sets)
+    kwargs.update(mix=views.mixer(d.views, recipe.seed), with_objects=views.by_object(d.views))
     init_from = rundir.baseline_dir(run_dir) / rundir.MODEL_FILE if d.init == "baseline" else None
     mixed = f", {d.views.kind} views" if d.views.kind != "none" else ""
     click.echo(f"[distill] {name}: teachers {'+'.join(sets)} ({d.teacher_logits} targets{mixed}), {d.epochs} epochs")

@@ -9,7 +9,8 @@ ensembles) are computed by `evaluate`.
 
 With `distill.teacher_logits: cached_views` this stage instead writes `logits/views/<set>.npy`, float16
 [E, N, m]: the merged logits of every augmented view (data pass e, record i) the students will see
-(`view_targets`), computed once and shared by every student of the run.
+(`view_targets`), computed once and shared by every student of the run; with mixed views (`distill.views`)
+`logits/views/<set>.mixed.npy`, float16 [T, B, m]: those of every mixed batch t of the students' stream.
 """
 
 import click
@@ -107,9 +108,14 @@ def needed(recipe):
     return rundir.needed_sets(recipe) if recipe.distill.teacher_logits != "online" else []
 
 
+def views_file(recipe, run_dir, teacher_set):
+    """Where the recipe's students find a set's view logits (per mixed batch with `distill.views`)."""
+    return rundir.views_path(run_dir, teacher_set, mixed=recipe.distill.views.kind != "none")
+
+
 def _path(recipe, run_dir, teacher_set):
     if recipe.distill.teacher_logits == "cached_views":
-        return rundir.views_path(run_dir, teacher_set)
+        return views_file(recipe, run_dir, teacher_set)
     return rundir.logits_path(run_dir, teacher_set)
 
 
@@ -127,11 +133,34 @@ def student_stream(recipe):
 
 
 def views_values(recipe):
-    """What the view tables depend on: the students' stream (its seed, augmentation, size, length)."""
+    """What the view tables depend on: the students' stream (its seed, augmentation, size, length; with
+    mixed views also their config, the batch order and every batch of the run)."""
     _, batch, steps, passes = student_stream(recipe)
-    values = rundir.recipe_values(recipe, ["seed", "data.augment", "data.image_size", "data.train_split"])
+    keys = ["seed", "data.augment", "data.image_size", "data.train_split"]
+    if recipe.distill.views.kind != "none":
+        keys += ["distill.views", "distill.epochs", "train.shuffle_buffer", "train.cache"]
+    values = rundir.recipe_values(recipe, keys)
     values.update({"passes": passes, "batch": batch, "steps_per_epoch": steps})
     return values
+
+
+def _compute(recipe, loaded, paths):
+    """Compute the view tables of the loaded teacher sets into `paths` (every view, or every mixed batch)."""
+    from cpsd_tf import views
+
+    data, d = recipe.data, recipe.distill
+    n, batch, steps, passes = student_stream(recipe)
+    m = records.load_info(data.dir).num_classes
+    if d.views.kind == "none":
+        click.echo(f"[logits] {len(paths)} set(s) on every view of {passes} passes x {n} images")
+        view_targets.compute(loaded, data.dir, data.train_split, passes=passes, image_size=data.image_size,
+                             augment=data.augment, seed=recipe.seed, batch_size=128, num_classes=m, out_paths=paths)
+        return
+    total = steps * d.epochs
+    click.echo(f"[logits] {len(paths)} set(s) on every {d.views.kind} view of {total} batches x {batch} images")
+    stream = train.training_stream(recipe, batch, mix=views.mixer(d.views, recipe.seed),
+                                   with_objects=views.by_object(d.views), with_step=True)  # deterministic, as fit's
+    view_targets.compute_steps(loaded, stream, steps=total, batch_size=batch, num_classes=m, out_paths=paths)
 
 
 def view_tables(recipe, run_dir, sets, force=False):
@@ -139,27 +168,22 @@ def view_tables(recipe, run_dir, sets, force=False):
     values = {s: views_values(recipe) for s in sets}
     todo = []
     for s in sets:
-        path = rundir.views_path(run_dir, s)
+        path = views_file(recipe, run_dir, s)
         if path.is_file() and not force:
             rundir.check_provenance(path, values[s], set_inputs(run_dir, s), what=f"the {s} view logits",
                                     command="logits")
         else:
             todo.append(s)
     if todo:
-        data = recipe.data
-        n, _, _, passes = student_stream(recipe)
-        m = records.load_info(data.dir).num_classes
-        click.echo(f"[logits] {'+'.join(todo)} on every view of {passes} passes x {n} images")
         loaded = []
         for s in todo:
             members = require_teachers(run_dir, s)
             loaded.append(([rundir.load_model(d) for _, d, _ in members], [sub for _, _, sub in members]))
-        paths = [rundir.views_path(run_dir, s) for s in todo]
-        view_targets.compute(loaded, data.dir, data.train_split, passes=passes, image_size=data.image_size,
-                             augment=data.augment, seed=recipe.seed, batch_size=128, num_classes=m, out_paths=paths)
+        paths = [views_file(recipe, run_dir, s) for s in todo]
+        _compute(recipe, loaded, paths)
         for s, path in zip(todo, paths):
             rundir.write_provenance(path, values[s], set_inputs(run_dir, s))
-    return [np.load(rundir.views_path(run_dir, s)) for s in sets]
+    return [np.load(views_file(recipe, run_dir, s)) for s in sets]
 
 
 def run(recipe, run_dir, force=False):

@@ -131,8 +131,6 @@ def adapt(trainer, dataset):
     import tensorflow as tf
     from keras import tree
 
-    from cpsd_tf import views
-
     strategy_ = _strategy
 
     def zeros(spec):
@@ -141,7 +139,7 @@ def adapt(trainer, dataset):
     def symbolic_build(iterator=None, data_batch=None):
         del iterator, data_batch  # Keras would take (and lose) the first batch of the epoch for this
         with strategy_.scope():
-            batch = views.model_batch(tree.map_structure(zeros, dataset.element_spec))
+            batch = tree.map_structure(zeros, dataset.element_spec)
             trainer._symbolic_build(data_batch=batch)
 
     train_step = trainer.train_step

@@ -236,9 +236,10 @@ def pretrain_inputs(recipe, run_dir):
     return {"pretrain": artefact_id(pretrain_dir(run_dir))}
 
 
-def views_path(run_dir, teacher_set):
-    """Teacher logits of every (data pass, record) augmented view: `logits/views/<set>.npy`."""
-    return Path(run_dir) / LOGITS_DIR / "views" / f"{teacher_set}.npy"
+def views_path(run_dir, teacher_set, mixed=False):
+    """Teacher logits of every (data pass, record) augmented view: `logits/views/<set>.npy`; with `mixed`,
+    of every (batch, row) of the mixed training stream (`distill.views`): `logits/views/<set>.mixed.npy`."""
+    return Path(run_dir) / LOGITS_DIR / "views" / f"{teacher_set}{'.mixed' if mixed else ''}.npy"
 
 
 # --- teachers and students: one registry ---------------------------------------------------------------

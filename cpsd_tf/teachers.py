@@ -118,7 +118,7 @@ def run(recipe, run_dir, only=None, shard=None, force=False):
             trainer_recipe, model_dir, what=f"teacher {name}", command="teachers", values=values, inputs=inputs,
             force=force, busy="skip", run_dir=run_dir, num_classes=len(subset), class_names=names, subset=subset,
             images=recipe.teachers.images, epochs=recipe.teachers.epochs, title=f"teacher-{name}",
-            wrap_model=views.trainer(recipe.teachers.views, recipe.seed, subset),
+            mix=views.mixer(recipe.teachers.views, recipe.seed, subset),
             with_objects=views.by_object(recipe.teachers.views),
         )
         if outcome == "busy":

@@ -122,6 +122,26 @@ def predict_logits(model, dataset, steps=None):
         return np.asarray(model.predict(dataset, steps=steps, verbose=0), dtype=np.float32)
 
 
+def training_stream(recipe, batch, *, subset=None, images="all", mix=None, with_objects=False, with_index=False,
+                    with_pass=False, with_step=False):
+    """The repeated training stream `fit` trains on (`pipeline.build`), batches of `batch`.
+
+    Deterministic (parallel steps in order, so batch t is the same in every run) when keyed by step (a
+    mixed-view target table joins by t) or under a multi-worker strategy (each worker cuts its share out
+    of its own copy of every global batch: the copies must agree).
+    """
+    from cpsd_tf import multiworker
+    from cpsd_tf.data import pipeline
+
+    data, train_cfg = recipe.data, recipe.train
+    return pipeline.build(
+        data.dir, data.train_split, batch_size=batch, training=True, augment=data.augment, images=images,
+        shuffle_buffer=train_cfg.shuffle_buffer, seed=recipe.seed, repeat=True, cache=train_cfg.cache,
+        with_index=with_index, with_pass=with_pass, with_step=with_step, image_size=data.image_size, subset=subset,
+        with_objects=with_objects, mix=mix, deterministic=True if with_step or multiworker.active() else None,
+    )
+
+
 def fit(recipe, model_dir, **options):
     """Train one model into `model_dir` (resuming from its backup) and return its `metrics.json` dict.
 
@@ -147,15 +167,19 @@ def fit(recipe, model_dir, **options):
         title: str, shown in logs and messages. Defaults to "model".
         extra_callbacks: Keras callbacks run after ours (e.g. a test's interruption). Defaults to ().
         loss: a Keras loss, or None for the recipe's ASL. Defaults to None.
-        targets_by_pass: bool, call `targets_fn(targets, pass, index)` with the data pass of each record
-            (teacher targets of each augmented view, `view_targets`). Defaults to False.
-        targets_fn: callable (targets [B, m], index [B]) -> training targets, e.g. labels joined with
-            cached teacher logits. Defaults to None (the labels).
+        targets_fn: callable -> training targets, e.g. labels joined with cached teacher logits; its
+            arguments by `targets_by`. Defaults to None (the labels).
+        targets_by: str, what `targets_fn` joins by: "index" `(targets [B, m], index [B])` (clean-image
+            logits), "pass" `(targets, pass [B], index [B])` (each augmented view, `view_targets.compute`)
+            or "step" `(targets, step [B])` (each mixed batch, `view_targets.compute_steps`; the stream is
+            then deterministic). Defaults to "index".
         init_from: path of a `.keras` model of the same architecture to start from. Defaults to None.
         wrap_model: callable (model) -> the Keras model that is compiled and fitted (e.g. a student
             wrapped with its teachers for online distillation); `model` is what is saved. Defaults to None.
-        with_objects: bool, batches are `({"image", "objects"}, targets)` (`pipeline.build`), for a
-            `wrap_model` that labels mixed views by object (`views`). Defaults to False.
+        mix: callable or None, `views.mixer`: every training batch is mixed in the pipeline before the
+            model (and online teachers) see it (`pipeline.build(mix=...)`). Defaults to None.
+        with_objects: bool, the pipeline reads where the objects are, for a `mix` that labels by object.
+            Defaults to False.
 
     Raises:
         UserError: no training image, a non-finite loss or validation score, a full disk, an unreadable
@@ -184,9 +208,10 @@ def _fit(
     extra_callbacks=(),
     loss=None,
     targets_fn=None,
-    targets_by_pass=False,
+    targets_by="index",
     init_from=None,
     wrap_model=None,
+    mix=None,
     with_objects=False,
 ):
     """`fit` into `model_dir`, the folder this process writes (the arguments are documented at `fit`)."""
@@ -215,19 +240,13 @@ def _fit(
     batch = min(train_cfg.batch_size, n_train)
     steps = max(n_train // batch, 1)
     total_steps = steps * epochs
-    train_ds = pipeline.build(
-        data.dir, data.train_split, batch_size=batch, training=True, augment=data.augment, images=images,
-        shuffle_buffer=train_cfg.shuffle_buffer, seed=recipe.seed, repeat=True, cache=train_cfg.cache,
-        with_index=targets_fn is not None, with_pass=targets_by_pass, image_size=data.image_size, subset=subset,
-        with_objects=with_objects,
-        # several workers each cut their share out of their own copy of every global batch: the copies must agree
-        deterministic=True if multiworker.active() else None,
-    )
-    if targets_fn is not None and targets_by_pass:
-        train_ds = train_ds.map(lambda f, y: (f["image"], targets_fn(y, f["pass"], f["index"])),
+    train_ds = training_stream(recipe, batch, subset=subset, images=images, mix=mix, with_objects=with_objects,
+                               with_index=targets_fn is not None and targets_by != "step",
+                               with_pass=targets_by == "pass", with_step=targets_by == "step")
+    if targets_fn is not None:
+        keys = {"index": ("index",), "pass": ("pass", "index"), "step": ("step",)}[targets_by]
+        train_ds = train_ds.map(lambda f, y: (f["image"], targets_fn(y, *(f[k] for k in keys))),
                                 num_parallel_calls=tf.data.AUTOTUNE)
-    elif targets_fn is not None:
-        train_ds = train_ds.map(lambda f, y: (f["image"], targets_fn(y, f["index"])), num_parallel_calls=tf.data.AUTOTUNE)
     val_ds = pipeline.build(data.dir, select_split, batch_size=max(batch, 64), training=False, cache=True,
                             image_size=data.image_size, subset=subset)
     _, val_y = pipeline.labels_matrix(data.dir, select_split, subset=subset)

@@ -29,6 +29,15 @@ memory-mapped temporary file, so computing them needs no more RAM than one batch
 ~3 significant digits (|error| <= 2^-11 relative; 0.004 at |logit| = 8): far below the spread of the
 squared-error target, and `dtype="float32"` is offered for exact checks.
 
+Mixed views (`distill.views`: mixup, cutmix, mosaic) depend on the batch they are mixed in, so their
+targets are stored per batch instead: the training stream is deterministic, batch t is mixed with the seed
+of t (`pipeline.build(mix=...)`), and `compute_steps` runs the teachers on its first T batches:
+
+    table[t, b, :] = ρ(teachers of the set on row b of mixed batch t)   # float16 [T, B, m] per teacher set
+
+joined by `step_targets_fn` on the batch's position (`with_step`). T = the students' epochs x steps per
+epoch, so the size is about that of the per-view tables (T·B ≈ E·N).
+
 Limits: a table captured by a `tf.data` function travels with the dataset graph, which TensorFlow caps at
 2 GB when it has to serialise it (e.g. some `tf.distribute` strategies); keep COCO-sized tables out of
 multi-worker strategies, or split the passes.
@@ -136,12 +145,7 @@ def compute(
 
     from cpsd_tf.progress import progress_bar
 
-    tmp_paths = [p.with_name(f".{p.stem}.tmp-{os.getpid()}.npy") for p in out_paths]
-    try:
-        tables = []
-        for path, tmp in zip(out_paths, tmp_paths):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tables.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(passes, n, num_classes)))
+    def fill(tables):
         label = f"[view targets] {passes} passes x {n} views"
         bar = progress_bar(range(passes), label=label) if progress else _nullbar(range(passes))
         with bar:
@@ -152,6 +156,75 @@ def compute(
                     index = index.numpy()
                     for run, table in zip(runners, tables):
                         table[e, index] = run(x).numpy()
+
+    return _write_tables(out_paths, (passes, n, num_classes), dtype, fill)
+
+
+def compute_steps(teacher_sets, stream, *, steps: int, batch_size: int, num_classes: int, out_paths: Sequence,
+                  dtype: str = "float16", progress: bool = True):
+    """Run every teacher set on the first `steps` batches of a (mixed) training stream; store them by (t, row).
+
+    Mixed views (`cpsd_tf.views`) depend on the batch they are mixed in, so their targets are stored per
+    batch: row [t, b] = the merged logits of row b of batch t of `stream`. The students' stream must yield
+    the very same batches: `train.training_stream(..., mix=..., with_step=True)`, deterministic, as `fit`
+    builds it, joined by `step_targets_fn`.
+
+    Args:
+        teacher_sets: as in `compute`.
+        stream: a `tf.data.Dataset` of `(images [B, S, S, 3], labels)` or `({"image", "step"}, labels)`
+            batches (the step must count 0, 1, 2, ...), deterministic, B = `batch_size` (drop_remainder).
+        steps: int >= 1, batches T to cover (the students' epochs x steps per epoch).
+        batch_size: int, B.
+        num_classes: int, m.
+        out_paths: one `.npy` path per teacher set; each gets an array [T, B, m] of `dtype` (written to a
+            temporary name, then renamed).
+        dtype: "float16" (default) or "float32".
+        progress: bool, show a progress bar over batches. Defaults to True.
+
+    Returns:
+        list of `Path`, the written `out_paths`.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, received {dtype!r}")
+    steps, batch_size, num_classes = int(steps), int(batch_size), int(num_classes)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, received {steps}")
+    if len(out_paths) != len(teacher_sets):
+        raise ValueError(f"{len(teacher_sets)} teacher sets but {len(out_paths)} output paths")
+    runners = [merged_logits_fn(models, subsets, num_classes) for models, subsets in teacher_sets]
+
+    from cpsd_tf.progress import progress_bar
+
+    def fill(tables):
+        label = f"[view targets] {steps} mixed batches of {batch_size}"
+        bar = progress_bar(range(steps), label=label) if progress else _nullbar(range(steps))
+        batches = iter(stream)
+        with bar:
+            for t in bar:
+                x = next(batches)[0]
+                if isinstance(x, dict):  # `with_step`: check the stream's own count
+                    if int(x["step"][0]) != t:
+                        raise ValueError(f"the stream's batch {t} says it is batch {int(x['step'][0])}")
+                    x = x["image"]
+                if int(x.shape[0]) != batch_size:
+                    raise ValueError(f"batch {t} of the stream has {x.shape[0]} images, expected {batch_size}")
+                for run, table in zip(runners, tables):
+                    table[t] = run(x).numpy()
+
+    return _write_tables(out_paths, (steps, batch_size, num_classes), dtype, fill)
+
+
+def _write_tables(out_paths, shape, dtype, fill):
+    """Create one memory-mapped table `shape` per path under a temporary name, `fill(tables)`, check that
+    every value is finite, then rename: a path exists only when complete."""
+    out_paths = [Path(p) for p in out_paths]
+    tmp_paths = [p.with_name(f".{p.stem}.tmp-{os.getpid()}.npy") for p in out_paths]
+    try:
+        tables = []
+        for path, tmp in zip(out_paths, tmp_paths):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tables.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape))
+        fill(tables)
         for table, path in zip(tables, out_paths):
             if not np.isfinite(table).all():
                 raise ValueError(f"teacher logits for {path} hold NaN or inf")
@@ -191,18 +264,7 @@ def targets_fn(tables):
     """
     import tensorflow as tf
 
-    constants = []
-    total = sum(np.asarray(t).size for t in tables)
-    for t in tables:
-        t = np.asarray(t)
-        if t.ndim != 3:
-            raise ValueError(f"view target tables must be [passes, N, m], received shape {t.shape}")
-        # float16 gathers fall back to slow Eigen kernels (and a oneDNN notice) on CPUs without AVX-512:
-        # small tables are held as float32, large ones (COCO: ~1 GB per set) stay float16
-        if t.dtype == np.float16 and total * 4 <= _FLOAT32_LIMIT:
-            t = t.astype(np.float32)
-        constants.append(tf.constant(t))
-
+    constants = _constants(tables)
     last = min(int(np.asarray(t).shape[0]) for t in tables) - 1 if tables else 0
 
     def targets(y, pass_, index):
@@ -214,3 +276,41 @@ def targets_fn(tables):
         return tf.concat(parts, axis=-1)
 
     return targets
+
+
+def step_targets_fn(tables):
+    """(labels y [B, m], step t [B]) -> float32 [y | table_1[t, row] | table_2[t, row] | …].
+
+    The (batch, row) join of `compute_steps`' tables [T, B, m]: row b of batch t of the training stream
+    gets row [t, b]. Steps past T - 1 (read ahead by the pipeline, never trained on) take the last batch's
+    rows. Works in `Dataset.map` and in `tf.function`.
+    """
+    import tensorflow as tf
+
+    constants = _constants(tables)
+    last = min(int(np.asarray(t).shape[0]) for t in tables) - 1 if tables else 0
+
+    def targets(y, step):
+        step = tf.minimum(tf.cast(step, tf.int64), last)
+        at = tf.stack([step, tf.range(tf.shape(step, out_type=tf.int64)[0])], axis=-1)
+        parts = [tf.cast(y, tf.float32)] + [tf.cast(tf.gather_nd(c, at), tf.float32) for c in constants]
+        return tf.concat(parts, axis=-1)
+
+    return targets
+
+
+def _constants(tables):
+    """The tables [E or T, N or B, m] as tf constants: float16 ones up to 1 GB in all as float32 (float16
+    gathers fall back to slow kernels on CPUs without AVX-512), larger ones (COCO: ~1 GB per set) as stored."""
+    import tensorflow as tf
+
+    constants = []
+    total = sum(np.asarray(t).size for t in tables)
+    for t in tables:
+        t = np.asarray(t)
+        if t.ndim != 3:
+            raise ValueError(f"view target tables must be 3-D ([passes, N, m] or [steps, B, m]), received shape {t.shape}")
+        if t.dtype == np.float16 and total * 4 <= _FLOAT32_LIMIT:
+            t = t.astype(np.float32)
+        constants.append(tf.constant(t))
+    return constants

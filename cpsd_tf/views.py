@@ -37,15 +37,19 @@ pasted one, each mosaic source's box inside its quarter. Boxes are coarse (an oc
 own shape is not known), so `min_visible` 0.5 asks for half a box. Mixup keeps the share rule: a blended
 object is everywhere it was.
 
-Randomness: stateless, from `(seed, step)` (`step` = the optimizer's step counter, restored on resume), so
-the same batch at the same step gets the same view, eagerly, in `tf.function` and in `Dataset.map`. The
-view depends on the batch it is mixed in, so it is not a function of (data pass, record): view-table
-targets (`distill.teacher_logits: cached_views`) and clean-image targets (`cached_clean`) cannot describe
-it, and the recipe refuses those combinations; mixed views need `online` targets.
+Where: in the input pipeline, after batching (`pipeline.build(mix=views.mixer(...))`): batch t of the
+training stream (t = 0, 1, 2, ... its position in the stream) is mixed with the stateless seed `(seed, t)`,
+so one code path serves the baseline, the teachers and the student, the online student's teachers see the
+very batch the student sees, and a multi-worker run mixes each global batch before its workers cut their
+rows (the same views as one process).
 
-Where: in the train step (`trainer`, `distill.online_wrapper(mix=...)`), on the batch the pipeline already
-shuffled, so one code path serves the baseline and the online student, and `OnlineDistiller` hands the mixed
-batch to its teachers as it does any batch.
+Randomness and cached targets: the view of batch t is a pure function of (the batch, seed, t), eagerly, in
+`tf.function` and in `Dataset.map`. It depends on the batch it is mixed in, so it is not a function of
+(data pass, record) and clean-image targets (`cached_clean`) cannot describe it (the recipe refuses them).
+With `deterministic=True` batch t is the same in every run, so `distill.teacher_logits: cached_views` stores
+the teachers' logits of every mixed batch once, by (t, row) (`view_targets.compute_steps`), and every
+student of the run joins them by t: the targets `online` computes, at a baseline step's cost. A resumed run
+starts its stream (and t) again at 0, in both modes alike.
 
 Cost: hand-written tf ops on the whole batch. Mixing B = 64 images of 32 px in a tf.function costs
 0.7-1.1 ms (mixup), 1.1-1.4 ms (cutmix) and 1.7-1.8 ms (mosaic, one gather) of CPU over two runs
@@ -256,63 +260,12 @@ def by_object(cfg) -> bool:
     return cfg is not None and cfg.labels == "objects" and cfg.kind in ("cutmix", "mosaic")
 
 
-def mixed_data(data, mix, step):
-    """A training step's `data` ((x, y) or (x, y, sample_weight)) with x and y mixed by `mix` at `step`;
-    x may be `{"image", "objects"}` (labels by object), the mixed x is the images alone."""
-    import keras
-
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    objects = None
-    if isinstance(x, dict):  # {"image", "objects"}: the pipeline's `with_objects`
-        x, objects = x["image"], x["objects"]
-    x, y = mix(x, y, keras.ops.convert_to_tensor(step), objects)
-    return (x, y) if sample_weight is None else (x, y, sample_weight)
-
-
-def model_batch(data):
-    """A training step's `data` as the model takes it: a dict x (the pipeline's `{"image", "objects"}`, which
-    the step mixes and drops the objects of: `mixed_data`) becomes its images; other data is returned as it
-    is. E.g. to build a model from the element spec of its dataset (`multiworker.adapt`)."""
-    import keras
-
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    if not isinstance(x, dict):
-        return data
-    return (x["image"], y) if sample_weight is None else (x["image"], y, sample_weight)
-
-
-def trainer(cfg, seed, subset=None):
-    """A `train.fit` `wrap_model` that trains a plain model on mixed views, or None for "none".
-
-    The trainer is the model's own graph (a Functional of its input and output: the same layers, so the
-    same weights), whose train step mixes each batch first (`mixed_data`); prediction is unchanged.
-    `subset`: a teacher's class columns (`mixer`).
-    """
-    mix = mixer(cfg, seed, subset)
-    if mix is None:
-        return None
-    import keras
-
-    class MixedViews(keras.Model):
-        """`model` trained on mixed views of its batches."""
-
-        def __init__(self, model):
-            super().__init__(model.input, model.output, name=model.name)
-
-        def train_step(self, data):
-            return super().train_step(mixed_data(data, mix, self.optimizer.iterations))
-
-    return MixedViews
-
-
 def check_targets(kind, teacher_logits, where="distill.views.kind"):
-    """The error text when mixed views meet cached teacher targets, else None."""
-    if kind == "none" or teacher_logits == "online":
+    """The error text when mixed views meet clean-image teacher targets, else None."""
+    if kind == "none" or teacher_logits != "cached_clean":
         return None
-    what = ("view tables are indexed by (data pass, record), a mixed view depends on its batch"
-            if teacher_logits == "cached_views" else "clean-image targets cannot describe a mixed view")
-    return (f"key '{where}' is '{kind}' but distill.teacher_logits is '{teacher_logits}' ({what}); "
-            f"distill.views.kind={kind} needs distill.teacher_logits=online")
+    return (f"key '{where}' is '{kind}' but distill.teacher_logits is 'cached_clean' (clean-image targets cannot "
+            f"describe a mixed view); use distill.teacher_logits: online or cached_views")
 
 
 def _bench(rounds=5, calls=50):

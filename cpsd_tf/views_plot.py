@@ -32,7 +32,7 @@ def batch(recipe, model="distill", count=16, step=0):
             with every class (each teacher's labels are its own classes among these).
         count: int >= 1, images in the batch (the recipe's batch size does not matter: a view depends on
             the batch it is mixed in, so these are the views of a batch of `count`).
-        step: int >= 0, the optimizer step whose mix to draw.
+        step: int >= 0, the training step (batch position t) whose mix to draw.
     """
     import tensorflow as tf
 

@@ -185,6 +185,19 @@ def test_tiny_end_to_end_run_restart_and_provenance(tmp_path):
     assert "cgpd" not in relabel.output
     assert (run / "recipe.yaml").read_text() == recorded_recipe
 
+    # Mixed views with cached targets: the teachers' logits of every mixed batch t, joined to batch t.
+    mixed = [*views, "--set", "distill.views.kind=cutmix"]
+    exported = CliRunner().invoke(cli, ["logits", "--recipe", str(path), *mixed])
+    assert exported.exit_code == 0, exported.output
+    student = json.loads((run / "student" / "metrics.json").read_text())
+    table = np.load(run / "logits" / "views" / "dgp.mixed.npy")
+    assert table.shape == (student["epochs"] * student["steps_per_epoch"], student["batch_size"], 30)
+    assert table.dtype == np.float16 and np.isfinite(table).all()
+    assert np.load(run / "logits" / "views" / "cgp.npy").shape == (1, 48, 30)  # the unmixed table is kept apart
+    redone = CliRunner().invoke(cli, ["distill", "--recipe", str(path), *mixed, "--force"])
+    assert redone.exit_code == 0, redone.output
+    assert "(cached_views targets, cutmix views)" in redone.output
+
 
 def test_positive_only_targets_leave_other_images_alone():
     """teachers.images: positive (paper Eq. 5): a teacher's columns are distilled only on its images."""

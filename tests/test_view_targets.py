@@ -145,3 +145,72 @@ def test_compute_checks_and_passes_needed(data_dir, teacher_sets, tmp_path):
                              augment=AUGMENT, seed=SEED, batch_size=BATCH, num_classes=m,
                              out_paths=[tmp_path / "bad.npy"], progress=False)
     assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+# --- mixed views (`distill.views`): tables per (batch, row) of the deterministic mixed stream -------------
+
+MIXED_STEPS = 5
+
+
+def mixed_stream(data_dir, cfg, **kwargs):
+    from cpsd_tf import views
+
+    return pipeline.build(data_dir, "train", image_size=S, batch_size=BATCH, training=True, augment=AUGMENT,
+                          seed=SEED, repeat=True, shuffle_buffer=8, deterministic=True, with_step=True,
+                          mix=views.mixer(cfg, SEED), with_objects=views.by_object(cfg), **kwargs)
+
+
+@pytest.mark.parametrize("labels", ["area", "objects"])
+def test_mixed_view_tables_match_teachers_run_online_on_the_same_batch(data_dir, teacher_sets, tmp_path, labels):
+    """cached_views with cutmix: table row [t, b] = the teachers on row b of batch t, as online computes them."""
+    from cpsd_tf.recipe import ViewsConfig
+
+    cfg = ViewsConfig(kind="cutmix", labels=labels)
+    m = records.load_info(data_dir).num_classes
+    tabs = {}
+    for dtype in ("float16", "float32"):
+        paths = [tmp_path / f"cgp-{dtype}.npy", tmp_path / f"sd-{dtype}.npy"]
+        view_targets.compute_steps(teacher_sets, mixed_stream(data_dir, cfg), steps=MIXED_STEPS, batch_size=BATCH,
+                                   num_classes=m, out_paths=paths, dtype=dtype, progress=False)
+        tabs[dtype] = [np.load(p) for p in paths]
+        assert all(t.shape == (MIXED_STEPS, BATCH, m) and t.dtype == np.dtype(dtype) for t in tabs[dtype])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # no temporary left
+        f"{s}-{d}.npy" for s in ("cgp", "sd") for d in ("float16", "float32"))
+    join = {dtype: view_targets.step_targets_fn(t) for dtype, t in tabs.items()}
+    diffs = {"float16": 0.0, "float32": 0.0}
+    unmixed = pipeline.build(data_dir, "train", image_size=S, batch_size=BATCH, training=True, augment=AUGMENT,
+                             seed=SEED, repeat=True, shuffle_buffer=8, deterministic=True)
+    changed = 0
+    for t, ((features, y), (plain, _)) in enumerate(zip(mixed_stream(data_dir, cfg).take(MIXED_STEPS), unmixed)):
+        assert (features["step"].numpy() == t).all()
+        changed += int(not np.array_equal(features["image"].numpy(), plain.numpy()))
+        ref = online(teacher_sets, features["image"], m)  # a fresh stream: the very batch t the tables saw
+        for dtype, fn in join.items():
+            got = fn(y, features["step"]).numpy()
+            np.testing.assert_array_equal(got[:, :m], y.numpy())
+            for k, r in enumerate(ref):
+                diffs[dtype] = max(diffs[dtype], float(np.abs(got[:, m * (k + 1): m * (k + 2)] - r).max()))
+    print(f"max |cached mixed views - online|: {diffs}")
+    assert diffs["float16"] <= 1e-3 and diffs["float32"] <= 1e-5
+    assert changed == MIXED_STEPS  # the batches are mixed
+    # read-ahead past the last batch (never trained on) takes the last batch's rows
+    ahead = join["float32"](tf.zeros([BATCH, m]), tf.fill([BATCH], tf.constant(MIXED_STEPS + 2, tf.int64)))
+    np.testing.assert_array_equal(ahead[:, m:2 * m].numpy(), tabs["float32"][0][-1])
+
+
+def test_pipeline_mix_is_the_mix_of_batch_t(data_dir):
+    """The pipeline mixes batch t with the seed of step t: `mix_batch` of the unmixed batch t."""
+    from cpsd_tf import views
+    from cpsd_tf.recipe import ViewsConfig
+
+    mixed = mixed_stream(data_dir, ViewsConfig(kind="mosaic", labels="objects"))
+    plain = pipeline.build(data_dir, "train", image_size=S, batch_size=BATCH, training=True, augment=AUGMENT,
+                           seed=SEED, repeat=True, shuffle_buffer=8, deterministic=True, with_objects=True)
+    for t, ((f, y), (p, py)) in enumerate(zip(mixed.take(3), plain)):
+        want_x, want_y = views.mix_batch(p["image"], py, views.step_seed(SEED, t), "mosaic", objects=p["objects"])
+        np.testing.assert_array_equal(f["image"].numpy(), want_x.numpy())
+        np.testing.assert_array_equal(y.numpy(), want_y.numpy())
+        assert "objects" not in f  # consumed by the mix
+    with pytest.raises(ValueError, match="says it is batch"):  # a stream that does not start at batch 0
+        view_targets.compute_steps([], mixed.skip(1), steps=1, batch_size=BATCH, num_classes=3, out_paths=[],
+                                   progress=False)

@@ -1,5 +1,5 @@
 """Mixed training views (`distill.views`, `baseline.views`): the mix, its labels, its seeds, the recipe keys,
-and the trainers that apply it (student with online teachers, baseline)."""
+and how training sees it (mixed in the pipeline: student with online teachers, baseline)."""
 
 import json
 
@@ -102,7 +102,7 @@ def test_same_seed_same_view_eager_function_and_dataset_map(kind):
     assert not np.array_equal(mix(x, y, 6)[0].numpy(), eager[0])  # another step, another view
     assert not np.array_equal(views.mixer(cfg, seed=5)(x, y, 5)[0].numpy(), eager[0])  # another run seed
     assert not np.array_equal(eager[0], x)
-    assert views.mixer(recipe.ViewsConfig(), seed=4) is None and views.trainer(recipe.ViewsConfig(), 4) is None
+    assert views.mixer(recipe.ViewsConfig(), seed=4) is None
 
 
 def _load(tmp_path, *sets):
@@ -125,15 +125,16 @@ def test_recipe_keys_and_refusals(tmp_path):
             _load(tmp_path, bad)
         message = e.value.format_message()
         assert all(w in message for w in words) and "\n" not in message, message
-    for targets in ("cached_views", "cached_clean"):
-        with pytest.raises(UserError) as e:
-            _load(tmp_path, "distill.views.kind=cutmix", f"distill.teacher_logits={targets}")
-        message = e.value.format_message()
-        assert "distill.views.kind=cutmix needs distill.teacher_logits=online" in message and targets in message
-        assert message.startswith("--set distill.views.kind:") and "\n" not in message
+    with pytest.raises(UserError) as e:  # clean-image targets cannot describe a mixed view
+        _load(tmp_path, "distill.views.kind=cutmix", "distill.teacher_logits=cached_clean")
+    message = e.value.format_message()
+    assert "'distill.views.kind' is 'cutmix' but distill.teacher_logits is 'cached_clean'" in message
+    assert "online or cached_views" in message
+    assert message.startswith("--set distill.views.kind:") and "\n" not in message
+    assert _load(tmp_path, "distill.views.kind=cutmix", "distill.teacher_logits=cached_views").distill.views.kind == "cutmix"
     # through the CLI: exit 2, one line, before anything runs
     result = CliRunner().invoke(cli, ["distill", "--recipe", str(tmp_path / "r.yaml"), "--set", "distill.views.kind=mosaic",
-                                      "--set", "distill.teacher_logits=cached_views"])
+                                      "--set", "distill.teacher_logits=cached_clean"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert not (tmp_path / "run").exists()
 
@@ -154,9 +155,8 @@ class _Capture(DistillationLoss):
         return super().call(y_true, y_pred)
 
 
-@pytest.mark.parametrize("kind", MIXED)
-def test_student_and_teachers_see_the_same_mixed_view(kind):
-    """Online: the teachers' targets are of the mixed batch, the labels are its labels (step 0's view)."""
+def test_online_teachers_see_the_mixed_batch():
+    """Online: the teachers' targets are of the batch the pipeline mixed, the labels are its labels."""
     m, seed = 4, 11
     rng = np.random.default_rng(1)
     x = rng.random((6, 8, 8, 3)).astype(np.float32)
@@ -164,12 +164,13 @@ def test_student_and_teachers_see_the_same_mixed_view(kind):
     clusters = [[3, 1], [0, 2]]
     teachers = [_dense((8, 8, 3), len(c), i) for i, c in enumerate(clusters)]
     student = _dense((8, 8, 3), m, 9)
-    cfg = recipe.ViewsConfig(kind=kind)
-    wrapper = distill.online_wrapper([(teachers, clusters)], m, mix=views.mixer(cfg, seed))(student)
+    mix = views.mixer(recipe.ViewsConfig(kind="cutmix"), seed)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(6).enumerate().map(lambda t, b: mix(*b, t))
+    wrapper = distill.online_wrapper([(teachers, clusters)], m)(student)
     wrapper.compile(optimizer="sgd", loss=_Capture(m, [0.5]), run_eagerly=True)
-    xm, ym = views.mix_batch(x, y, views.step_seed(seed, 0), kind)
+    xm, ym = views.mix_batch(x, y, views.step_seed(seed, 0), "cutmix")
     want_s = student(xm).numpy()
-    wrapper.train_on_batch(x, y)
+    wrapper.fit(ds, epochs=1, verbose=0, shuffle=False)
     got = np.asarray(_Capture.captured["y"])
     np.testing.assert_array_equal(got[:, :m], ym.numpy())
     merged = np.zeros((6, m), np.float32)
@@ -177,66 +178,28 @@ def test_student_and_teachers_see_the_same_mixed_view(kind):
         merged[:, c] = t(xm).numpy()
     np.testing.assert_allclose(got[:, m:], merged, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(_Capture.captured["s"]), want_s, rtol=1e-5, atol=1e-5)
-    assert not np.allclose(got[:, :m], y) or not np.allclose(xm.numpy(), x)
-
-
-def test_baseline_trainer_trains_on_the_mixed_view():
-    import keras
-
-    m, seed = 3, 2
-    rng = np.random.default_rng(2)
-    x = rng.random((4, 8, 8, 3)).astype(np.float32)
-    y = np.eye(4, m, dtype=np.float32)
-    model = _dense((8, 8, 3), m, 5)
-    trainer = views.trainer(recipe.ViewsConfig(kind="cutmix"), seed)(model)
-    trainer.compile(optimizer="sgd", loss=_Capture(m, []), run_eagerly=True)
-    xm, ym = views.mix_batch(x, y, views.step_seed(seed, 0), "cutmix")
-    want = model(xm).numpy()
-    trainer.train_on_batch(x, y)
-    np.testing.assert_array_equal(np.asarray(_Capture.captured["y"]), ym.numpy())
-    np.testing.assert_allclose(np.asarray(_Capture.captured["s"]), want, rtol=1e-5, atol=1e-5)
-    assert trainer.weights[0] is model.weights[0] or np.array_equal(trainer.get_weights()[0], model.get_weights()[0])
-    np.testing.assert_allclose(trainer.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)  # no mix
-    assert isinstance(trainer, keras.Model)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny recipe with its data (32 px scenes) and two untrained tiny-CNN teacher sets (k = 2)."""
-    from cpsd_tf.data import prepare, records
-    from cpsd_tf.models import build_model
-
-    root = tmp_path_factory.mktemp("views")
-    r = recipe.load(write_tiny_recipe(root, train=32, val=8, test=8))
-    prepare.run(r)
-    info = records.load_info(r.data.dir)
-    m = info.num_classes
-    order = np.random.default_rng(0).permutation(m)
-    halves = [sorted(int(c) for c in order[: m // 2]), sorted(int(c) for c in order[m // 2:])]
-    sets = [([build_model("tiny_cnn", "linear", len(c), 32, weights=None) for c in halves], halves)]
-    return r, info, sets, root
+    assert not np.allclose(xm.numpy(), x)
 
 
 @pytest.mark.parametrize("kind", MIXED)
 def test_compiled_fit_with_views(kind):
-    """Student (online teachers) and baseline trainers in compiled `fit` steps on a batched dataset."""
+    """Student (online teachers) and baseline in compiled `fit` steps on a mixed dataset."""
     m = 4
     rng = np.random.default_rng(3)
     x = rng.random((16, 8, 8, 3)).astype(np.float32)
     y = (rng.random((16, m)) < 0.4).astype(np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    cfg = recipe.ViewsConfig(kind=kind, prob=0.5)
+    mix = views.mixer(recipe.ViewsConfig(kind=kind, prob=0.5), 0)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).enumerate().map(lambda t, b: mix(*b, t))
     clusters = [[0, 1, 2, 3]]
     student = _dense((8, 8, 3), m, 1)
-    wrapper = distill.online_wrapper([([_dense((8, 8, 3), m, 2)], clusters)], m, mix=views.mixer(cfg, 0))(student)
+    wrapper = distill.online_wrapper([([_dense((8, 8, 3), m, 2)], clusters)], m)(student)
     wrapper.compile(optimizer="sgd", loss=DistillationLoss(m, [0.5]))
     before = student.get_weights()[0].copy()
     history = wrapper.fit(ds, epochs=2, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"]).all() and not np.array_equal(student.get_weights()[0], before)
     model = _dense((8, 8, 3), m, 3)
-    trainer = views.trainer(cfg, 0)(model)
-    trainer.compile(optimizer="sgd", loss="binary_crossentropy")
-    assert np.isfinite(trainer.fit(ds, epochs=2, verbose=0, shuffle=False).history["loss"]).all()
+    model.compile(optimizer="sgd", loss="binary_crossentropy")
+    assert np.isfinite(model.fit(ds, epochs=2, verbose=0, shuffle=False).history["loss"]).all()
 
 
 def test_tiny_distill_with_views(tmp_path):
@@ -252,8 +215,8 @@ def test_tiny_distill_with_views(tmp_path):
     sets = [([build_model("tiny_cnn", "linear", len(c), 32, weights=None) for c in halves], halves)]
     loss = distill.make_loss(r, m, ["cgp"])
     metrics = train.fit(r, tmp_path / "student", num_classes=m, class_names=info.classes, epochs=1, title="student",
-                        loss=loss, wrap_model=distill.online_wrapper(sets, m, terms=(loss, ["cgp"]),
-                                                                     mix=views.mixer(r.distill.views, r.seed)))
+                        loss=loss, wrap_model=distill.online_wrapper(sets, m, terms=(loss, ["cgp"])),
+                        mix=views.mixer(r.distill.views, r.seed))
     assert rundir.model_is_done(tmp_path / "student")
     record = metrics["history"][-1]
     assert np.isfinite(record["loss"]) and record["loss"] == pytest.approx(
@@ -270,3 +233,18 @@ def test_run_with_views_records_them(tmp_path):
     run = tmp_path / "run"
     assert json.loads((run / "student" / "provenance.json").read_text())["values"]["distill.views.kind"] == "cutmix"
     assert json.loads((run / "baseline" / "provenance.json").read_text())["values"]["baseline.views.kind"] == "mosaic"
+    # cached_views on mixed views: the teachers' logits of every mixed batch, then a student joined to them
+    cached = ["--set", "distill.teacher_logits=cached_views"]
+    exported = CliRunner().invoke(cli, ["logits", "--recipe", str(path), *cached])
+    assert exported.exit_code == 0, exported.output
+    assert "every cutmix view of" in exported.output
+    student = json.loads((run / "student" / "metrics.json").read_text())
+    for name in ("cgp", "dgp"):
+        table = np.load(run / "logits" / "views" / f"{name}.mixed.npy")
+        assert table.shape == (student["epochs"] * student["steps_per_epoch"], student["batch_size"], 30)
+        assert table.dtype == np.float16 and np.isfinite(table).all()
+    redone = CliRunner().invoke(cli, ["distill", "--recipe", str(path), *cached, "--force"])
+    assert redone.exit_code == 0, redone.output
+    assert "(cached_views targets, cutmix views)" in redone.output
+    values = json.loads((run / "student" / "provenance.json").read_text())["values"]
+    assert (values["distill.teacher_logits"], values["distill.views.kind"]) == ("cached_views", "cutmix")

@@ -6,8 +6,9 @@ Variants (same data pipeline settings, student architecture and optimizer; only 
   cached_views  teacher logits of every augmented view joined by (pass, index) (`view_targets.targets_fn`,
                 float16 tables [E, N, m] as `view_targets.compute` writes them);
   online        the 2k teachers run inside every training step (`distill.online_wrapper`);
-  with `--views KIND` (mixup, cutmix, mosaic; `cpsd_tf.views`) also baseline+KIND and online+KIND, the same
-  steps on mixed views (the mixing runs in the step, so the difference is its cost).
+  with `--views KIND` (mixup, cutmix, mosaic; `cpsd_tf.views`) also baseline+KIND, cached_views+KIND and
+  online+KIND, the same steps on mixed views (mixed in the pipeline, as training does; cached_views+KIND joins
+  a table [steps, B, m] by batch position on the deterministic stream, `view_targets.step_targets_fn`).
 Teachers are untrained models of the recipe's architecture (speed does not depend on weights), k per
 strategy (`--k`, default 5), with the cluster sizes of a balanced partition; the tables are random.
 
@@ -37,7 +38,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per variant after tracing")
     parser.add_argument("--views", choices=["none", "mixup", "cutmix", "mosaic"], default="none",
-                        help="also time the baseline and online steps on these mixed views")
+                        help="also time the baseline, cached_views and online steps on these mixed views")
     parser.add_argument("--view-labels", choices=["area", "objects"], default="area",
                         help="how --views labels its views (objects: the data folder's <split>.objects.npz)")
     args = parser.parse_args()
@@ -92,13 +93,20 @@ def main():
             distill_loss()),
         "online": (distill.online_wrapper(teacher_sets, m)(model(m)), dataset(), distill_loss()),
     }
-    if args.views != "none":
+    if args.views != "none":  # mixed in the pipeline; cached mixed-view targets join by batch position
         cfg = recipe_mod.ViewsConfig(kind=args.views, labels=args.view_labels)
-        mixed = dataset(with_objects=views_mod.by_object(cfg))
-        name = args.views + ("+objects" if views_mod.by_object(cfg) else "")
-        variants[f"baseline+{name}"] = (views_mod.trainer(cfg, 0)(model(m)), mixed, train.make_loss(r.train.loss))
-        variants[f"online+{name}"] = (distill.online_wrapper(teacher_sets, m, mix=views_mod.mixer(cfg, 0))(model(m)),
-                                      dataset(with_objects=views_mod.by_object(cfg)), distill_loss())
+        by_object = views_mod.by_object(cfg)
+        name = args.views + ("+objects" if by_object else "")
+
+        def mixed(**kwargs):
+            return dataset(mix=views_mod.mixer(cfg, 0), with_objects=by_object, **kwargs)
+
+        by_step = view_targets.step_targets_fn([rng.normal(size=(total_steps + 8, batch, m)).astype(np.float16)
+                                                for _ in range(2)])
+        variants[f"baseline+{name}"] = (model(m), mixed(), train.make_loss(r.train.loss))
+        variants[f"cached_views+{name}"] = (model(m), mixed(with_step=True, deterministic=True).map(
+            lambda f, y: (f["image"], by_step(y, f["step"])), num_parallel_calls=tf.data.AUTOTUNE), distill_loss())
+        variants[f"online+{name}"] = (distill.online_wrapper(teacher_sets, m)(model(m)), mixed(), distill_loss())
 
     def step_fn(mdl, it):
         def step():

@@ -20,6 +20,10 @@ Element structure (`build`):
     with_objects: adds `"objects"`, float32 [B, K, 5]: where the record's objects are in its view (rows
              (class, top, left, bottom, right) in pixels, class -1 pads), from `<split>.objects.npz`
              (`cpsd_tf.data.objects`), for mixed views that label by object (`cpsd_tf.views`).
+    step     (with_step) int64 [B], the batch's position t = 0, 1, 2, ... in the stream: the row of a
+             mixed-view target table (`view_targets.compute_steps`).
+    mix: every batch is mixed (`cpsd_tf.views`) after batching, by its position t: images and labels are
+             the mixed view's (objects, given, are consumed by the mix).
     A 3-tuple `(x, y, index)` is deliberately not offered: `model.fit` would read `index` as sample weights.
 
 Canonical preprocessing (`preprocess_eval`, reused by the export stage inside the SavedModel):
@@ -217,6 +221,8 @@ def build(
     with_index: bool = False,
     with_pass: bool = False,
     with_objects: bool = False,
+    mix=None,
+    with_step: bool = False,
 ) -> tf.data.Dataset:
     """Build the batched dataset of a split (structure and preprocessing in the module docstring).
 
@@ -249,6 +255,14 @@ def build(
             (float32 [B, K, 5] rows (class, top, left, bottom, right) in pixels of the S x S view, after its
             flip, translation and RandAugment ops: `boxes.view_boxes`; class -1 pads), from the split's objects file (`cpsd_tf.data.objects`).
             Defaults to False.
+        mix: callable or None, `views.mixer`: (images, labels, step, objects) -> (images, labels), applied to
+            every batch with its position `step` (0, 1, 2, ... in the stream; restarts with each new
+            iterator) after batching; with `with_objects` it takes the objects, which are then not yielded.
+            The mixed view of batch t is a pure function of the batch and t, so with `deterministic=True`
+            batch t is the same in every run (cached mixed-view targets: `view_targets.compute_steps`).
+            Defaults to None.
+        with_step: bool, also yield each batch's position in the stream under `"step"` (int64 [B], the
+            same value on every row). Defaults to False.
 
     Returns:
         A `tf.data.Dataset`.
@@ -354,21 +368,30 @@ def build(
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    if with_index or with_pass or with_objects:
+    yield_objects = with_objects and mix is None  # a mix consumes the objects
+    keyed = with_index or with_pass or yield_objects or with_step
 
-        def features(x, y, index, pass_, objects=None):
-            out = {"image": x}
-            if with_index:
-                out["index"] = index
-            if with_pass:
-                out["pass"] = pass_
-            if with_objects:
-                out["objects"] = objects
-            return out, y
+    def finish(x, y, index, pass_, objects=None, step=None):
+        if mix is not None:
+            x, y = mix(x, y, step, objects)
+        if not keyed:
+            return x, y
+        out = {"image": x}
+        if with_index:
+            out["index"] = index
+        if with_pass:
+            out["pass"] = pass_
+        if yield_objects:
+            out["objects"] = objects
+        if with_step:
+            out["step"] = tf.fill(tf.shape(index), step)
+        return out, y
 
-        ds = ds.map(features)
+    if mix is not None or with_step:
+        ds = ds.enumerate()  # (t, batch): the batch's position t in the stream
+        ds = ds.map(lambda t, batch: finish(*batch, step=t), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     else:
-        ds = ds.map(lambda x, y, index, pass_: (x, y))
+        ds = ds.map(finish)
     ds = ds.prefetch(AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = deterministic
