@@ -128,12 +128,17 @@ def training_stream(recipe, batch, *, subset=None, images="all", mix=None, with_
 
     Deterministic (parallel steps in order, so batch t is the same in every run) when keyed by step (a
     mixed-view target table joins by t) or under a multi-worker strategy (each worker cuts its share out
-    of its own copy of every global batch: the copies must agree).
+    of its own copy of every global batch: the copies must agree). tf.data draws the shuffle order from
+    TensorFlow's global seed and the op seed, so this sets the global seed to `recipe.seed` first (as `fit`
+    does): the order does not depend on what the process ran before.
     """
+    import tensorflow as tf
+
     from cpsd_tf import multiworker
     from cpsd_tf.data import pipeline
 
     data, train_cfg = recipe.data, recipe.train
+    tf.random.set_seed(recipe.seed)
     return pipeline.build(
         data.dir, data.train_split, batch_size=batch, training=True, augment=data.augment, images=images,
         shuffle_buffer=train_cfg.shuffle_buffer, seed=recipe.seed, repeat=True, cache=train_cfg.cache,

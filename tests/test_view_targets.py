@@ -214,3 +214,23 @@ def test_pipeline_mix_is_the_mix_of_batch_t(data_dir):
     with pytest.raises(ValueError, match="says it is batch"):  # a stream that does not start at batch 0
         view_targets.compute_steps([], mixed.skip(1), steps=1, batch_size=BATCH, num_classes=3, out_paths=[],
                                    progress=False)
+
+
+def test_training_stream_order_does_not_depend_on_the_global_seed(data_dir, tmp_path):
+    """The mixed-view tables (`cpsd-tf logits`) and the student (`fit`) build the stream in different processes
+    and states: batch t must be the same whatever TensorFlow's global seed was before."""
+    import json
+
+    from cpsd_tf import recipe as recipe_mod
+    from cpsd_tf import train, views
+
+    from helpers_recipes import write_tiny_recipe
+
+    tree = json.loads(write_tiny_recipe(tmp_path).read_text())
+    r = recipe_mod.from_dict(tree, source="r.yaml", overrides=[f"data.dir={data_dir}", "distill.views.kind=cutmix"])
+    firsts = []
+    for before in (1, 2):
+        tf.random.set_seed(before)
+        stream = train.training_stream(r, 8, mix=views.mixer(r.distill.views, r.seed), with_index=True, with_step=True)
+        firsts.append([f["index"].numpy() for f, _ in stream.take(3)])
+    np.testing.assert_array_equal(firsts[0], firsts[1])
