@@ -5,16 +5,11 @@ objects each image holds (`sample_objects`) and their pixels (glyphs, textured b
 describes the benchmark, and it re-exports these names. No TensorFlow import at top level.
 """
 
-from __future__ import annotations
-
 import io as _io
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # only in annotations: scenes imports this module
-    from cpsd_tf.data.scenes import ScenesConfig
 
 COLOURS = {
     # Saturated, well separated hues: colour is meant to be easy, the digit (often occluded) hard.
@@ -114,11 +109,11 @@ def _check_split(split: str):
         raise ValueError(f"unknown split '{split}'; splits are {list(_STREAM_IDS)}")
 
 
-def sample_objects(config: ScenesConfig, split: str, seed: int = 0, n: int | None = None):
+def sample_objects(config, split: str, seed: int = 0, n: int | None = None):
     """Draw the object classes of every image of a split, without rendering.
 
     Args:
-        config: ScenesConfig.
+        config.
         split: str, one of "train", "val", "test", "test_ood", "single", "single_val".
         seed: int, the data seed. Defaults to 0.
         n: int or None, number of images. Defaults to the split's size in `config`.
@@ -204,7 +199,7 @@ def _place(rng, size: int, side: int, boxes: list, tries: int = 12):
     return best
 
 
-def _render_one(rng, canvas: np.ndarray, objects, pool_by_digit, config: ScenesConfig) -> list:
+def _render_one(rng, canvas: np.ndarray, objects, pool_by_digit, config) -> list:
     """Draw the objects, then the occluders, onto `canvas` [S, S, 3] in place; return the objects' boxes."""
     size = config.image_size
     glyphs, _ = _digits()
@@ -249,7 +244,7 @@ def _encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _render_chunks(config: ScenesConfig, split: str, seed: int, objects):
+def _render_chunks(config, split: str, seed: int, objects):
     """Yield (start, pixels uint8 [c, S, S, 3], boxes) for consecutive chunks of a split's images."""
     _check_split(split)
     if split in SINGLE_SPLITS:  # one glyph, nothing hiding it
@@ -264,7 +259,7 @@ def _render_chunks(config: ScenesConfig, split: str, seed: int, objects):
         yield start, (np.clip(canvases, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), boxes
 
 
-def render_split(config: ScenesConfig, split: str, seed: int = 0, objects=None, where=None):
+def render_split(config, split: str, seed: int = 0, objects=None, where=None):
     """Yield (png_bytes, image_id, labels) for every image of a split, in order.
 
     `where`, a list, receives per image its objects' rows (class, top, left, bottom, right), coordinates
@@ -282,11 +277,11 @@ def render_split(config: ScenesConfig, split: str, seed: int = 0, objects=None, 
             yield _encode_png(pixels[j]), f"scenes-{split}-{start + j:06d}", sorted(int(c) for c in obj)
 
 
-def split_pixels(config: ScenesConfig, split: str, seed: int = 0):
+def split_pixels(config, split: str, seed: int = 0):
     """The images of a whole split as `generate` writes them, with where each object is.
 
     Args:
-        config: ScenesConfig.
+        config.
         split: str, a split name (see `sample_objects`).
         seed: int, the data seed. Defaults to 0.
 
@@ -307,7 +302,7 @@ def split_pixels(config: ScenesConfig, split: str, seed: int = 0):
     return pixels, objects, boxes
 
 
-def render_with_boxes(config: ScenesConfig, objects, split: str = "test", seed: int = 0):
+def render_with_boxes(config, objects, split: str = "test", seed: int = 0):
     """Render images of given objects and return where each object is (for explanation checks).
 
     Args:
