@@ -196,8 +196,8 @@ def train_student(recipe, run_dir, name, sets, model_dir, force=False):
     if d.teacher_logits == "cached_views":
         missing = [s for s in sets if not logits_mod.views_file(recipe, run_dir, s).is_file()]
         if missing:
-            raise UserError(f"no view logits of {', '.join(missing)} yet ({logits_mod.views_file(recipe, run_dir, missing[0])}); "
-                            f"run 'cpsd-tf logits --recipe R' first")
+            first = logits_mod.views_file(recipe, run_dir, missing[0])
+            raise UserError(f"no view logits of {', '.join(missing)} yet ({first}); run 'cpsd-tf logits --recipe R' first")
         tables = logits_mod.view_tables(recipe, run_dir, sets)
         if d.views.kind == "none":
             kwargs.update(targets_fn=view_targets.targets_fn(tables), targets_by="pass")

@@ -309,7 +309,8 @@ def _constants(tables):
     for t in tables:
         t = np.asarray(t)
         if t.ndim != 3:
-            raise ValueError(f"view target tables must be 3-D ([passes, N, m] or [steps, B, m]), received shape {t.shape}")
+            raise ValueError(f"view target tables must be 3-D ([passes, N, m] or [steps, B, m]), "
+                             f"received shape {t.shape}")
         if t.dtype == np.float16 and total * 4 <= _FLOAT32_LIMIT:
             t = t.astype(np.float32)
         constants.append(tf.constant(t))
