@@ -129,14 +129,10 @@ def compute(
     """
     from cpsd_tf.data import pipeline, records
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, received {dtype!r}")
+    _check_outputs(teacher_sets, out_paths, dtype)
     passes, num_classes = int(passes), int(num_classes)
     if passes < 1:
         raise ValueError(f"passes must be >= 1, received {passes}")
-    out_paths = [Path(p) for p in out_paths]
-    if len(out_paths) != len(teacher_sets):
-        raise ValueError(f"{len(teacher_sets)} teacher sets but {len(out_paths)} output paths")
     info = records.load_info(data_dir)
     if info.num_classes != num_classes:
         raise ValueError(f"{data_dir} has {info.num_classes} classes, num_classes is {num_classes}")
@@ -184,13 +180,10 @@ def compute_steps(teacher_sets, stream, *, steps: int, batch_size: int, num_clas
     Returns:
         list of `Path`, the written `out_paths`.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, received {dtype!r}")
+    _check_outputs(teacher_sets, out_paths, dtype)
     steps, batch_size, num_classes = int(steps), int(batch_size), int(num_classes)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, received {steps}")
-    if len(out_paths) != len(teacher_sets):
-        raise ValueError(f"{len(teacher_sets)} teacher sets but {len(out_paths)} output paths")
     runners = [merged_logits_fn(models, subsets, num_classes) for models, subsets in teacher_sets]
 
     from cpsd_tf.progress import progress_bar
@@ -212,6 +205,13 @@ def compute_steps(teacher_sets, stream, *, steps: int, batch_size: int, num_clas
                     table[t] = run(x).numpy()
 
     return _write_tables(out_paths, (steps, batch_size, num_classes), dtype, fill)
+
+
+def _check_outputs(teacher_sets, out_paths, dtype):
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, received {dtype!r}")
+    if len(out_paths) != len(teacher_sets):
+        raise ValueError(f"{len(teacher_sets)} teacher sets but {len(out_paths)} output paths")
 
 
 def _write_tables(out_paths, shape, dtype, fill):
