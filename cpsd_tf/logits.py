@@ -16,7 +16,7 @@ With `distill.teacher_logits: cached_views` this stage instead writes `logits/vi
 import click
 import numpy as np
 
-from cpsd_tf import io, rundir, train, view_targets
+from cpsd_tf import io, rundir, train, view_targets, views
 from cpsd_tf.data import pipeline, prepare, records
 from cpsd_tf.errors import UserError
 
@@ -146,8 +146,6 @@ def views_values(recipe):
 
 def _compute(recipe, loaded, paths):
     """Compute the view tables of the loaded teacher sets into `paths` (every view, or every mixed batch)."""
-    from cpsd_tf import views
-
     data, d = recipe.data, recipe.distill
     n, batch, steps, passes = student_stream(recipe)
     m = records.load_info(data.dir).num_classes
