@@ -1,9 +1,10 @@
 """`cpsd-tf data views`: one training batch as a model of the recipe sees it, drawn with its labels.
 
-The batch is the first of the training stream (data pass 0, the recipe's seed, in the pipeline's
-deterministic order; training lets parallel steps finish out of order, so its own first batch may hold
-other records), augmented as `data.augment` says, then mixed as `<model>.views` mixes a batch at optimizer
-step `step` (`cpsd_tf.views`): the same augmentation, mix and ASL labels the training step computes.
+The batch is batch t (`--step`) of the very stream `fit` trains on (`train.training_stream`: the recipe's
+seed, batch size and shuffle buffer, kept in order as a mixed-view run keeps it), augmented as
+`data.augment` says, then mixed as `<model>.views` mixes it (`cpsd_tf.views`): the same augmentation, mix
+and ASL labels the training step gets. The first `count` images of the batch are drawn (a view depends on
+the whole batch it is mixed in, so the batch keeps its training size).
 Each panel's title lists the view's positive labels, then the labels its image had before mixing and lost
 ("lost:") and those the mix brought in ("new:"). With labels by object, each object's box is outlined where
 it lands: green when its class is a label of the view, red when it is not.
@@ -22,41 +23,46 @@ MODELS = ("distill", "baseline", "teachers")
 
 def batch(recipe, model="distill", count=16, step=0):
     """(views float32 [n, S, S, 3], labels [n, m], labels before mixing [n, m], outlines) of the first
-    training batch; `outlines` (labels by object only, else None) is float32 [n, S, S]: class + 1 on the
-    outline of each object's box as it lands in the view (drawn per image, then mixed by the very same
-    mix), 0 elsewhere.
+    `count` images of training batch `step`; `outlines` (labels by object only, else None) is float32
+    [n, S, S]: class + 1 on the outline of each object's box as it lands in the view (drawn per image, then
+    mixed by the very same mix), 0 elsewhere.
 
     Args:
         recipe: the resolved `Recipe`.
         model: str, whose views: "distill" (the student), "baseline" or "teachers". Teachers are shown
-            with every class (each teacher's labels are its own classes among these).
-        count: int >= 1, images in the batch (the recipe's batch size does not matter: a view depends on
-            the batch it is mixed in, so these are the views of a batch of `count`).
-        step: int >= 0, the training step (batch position t) whose mix to draw.
+            with every class on every image (a teacher trains on its own classes among these).
+        count: int >= 1, images drawn, at most the training batch (`train.batch_size`, or the split's size
+            when smaller).
+        step: int >= 0, the batch position t in the training stream (data pass t // steps per epoch).
+    Raises:
+        UserError: `count` is larger than the training batch.
     """
     import tensorflow as tf
 
-    from cpsd_tf import views
+    from cpsd_tf import train, views
     from cpsd_tf.data import pipeline
+    from cpsd_tf.errors import UserError
 
     data, cfg = recipe.data, getattr(recipe, model).views
+    size = min(recipe.train.batch_size, pipeline.num_examples(data.dir, data.train_split))
+    if count > size:
+        raise UserError(f"--count: {count} is more than the training batch ({size} images: train.batch_size "
+                        f"{recipe.train.batch_size}, split '{data.train_split}' of {data.dir})")
     by_object = views.by_object(cfg)
-    ds = pipeline.build(data.dir, data.train_split, batch_size=count, training=True, augment=data.augment,
-                        shuffle_buffer=recipe.train.shuffle_buffer, seed=recipe.seed, repeat=True,
-                        image_size=data.image_size, with_objects=by_object, deterministic=True)
-    x, y = next(iter(ds))
-    objects = None
-    if by_object:
-        x, objects = x["image"], x["objects"]
+    stream = train.training_stream(recipe, size, with_objects=by_object, with_step=True)  # in order, as fit's
+    features, y = next(iter(stream.skip(step)))
+    x, t = features["image"], features["step"][0]
+    objects = features["objects"] if by_object else None
     before = y.numpy()
     outlines = None if objects is None else _outlines(objects.numpy(), data.image_size)
     mix = views.mixer(cfg, recipe.seed)
     if mix is not None:
-        step = tf.constant(step, tf.int64)
-        if outlines is not None:  # same seed, same batch size: the same boxes, quarters and partners
-            outlines = mix(tf.constant(outlines[..., None]), y, step, objects)[0].numpy()[..., 0]
-        x, y = mix(x, y, step, objects)
-    return x.numpy(), np.asarray(y), before, outlines
+        if outlines is not None:  # same seed, same batch: the same boxes, quarters and partners
+            outlines = mix(tf.constant(outlines[..., None]), y, t, objects)[0].numpy()[..., 0]
+        x, y = mix(x, y, t, objects)
+    keep = slice(0, count)
+    return (x.numpy()[keep], np.asarray(y)[keep], before[keep],
+            None if outlines is None else outlines[keep])
 
 
 def _outlines(objects, size):
@@ -148,7 +154,7 @@ def run(recipe, out, model="distill", count=16, step=0):
     classes = records.load_info(recipe.data.dir).classes
     images, after, before, outlines = batch(recipe, model, count, step)
     cfg = getattr(recipe, model).views
-    title = f"{model} training views at step {step}: {describe(cfg)}; augment: {_augment_text(recipe.data.augment)}"
+    title = f"{model} training views, batch {step}: {describe(cfg)}; augment: {_augment_text(recipe.data.augment)}"
     if outlines is not None:
         title += "\nboxes: green, an object labelled in the view; red, one that is not"
     plot(out, images, after, before, classes, title, outlines)

@@ -88,8 +88,8 @@ def data_build(recipe, run_dir, overrides, force):
 @recipe_options
 @click.option("--model", "model", type=click.Choice(["distill", "baseline", "teachers"]), default="distill",
               show_default=True, help="Whose views: the student's (distill.views), the baseline's or the teachers'.")
-@click.option("--count", type=click.IntRange(1, 64), default=16, show_default=True, help="Images in the batch.")
-@click.option("--step", type=click.IntRange(min=0), default=0, show_default=True, help="Optimizer step whose mix to draw.")
+@click.option("--count", type=click.IntRange(1, 64), default=16, show_default=True, help="Images drawn: the first N of the batch.")
+@click.option("--step", type=click.IntRange(min=0), default=0, show_default=True, help="Training batch t to draw (its position in the training stream).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output PNG.")
 def data_views(recipe, run_dir, overrides, model, count, step, out):
     """Draw one training batch as a model sees it (augmented, then mixed), with its labels."""
