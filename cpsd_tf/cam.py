@@ -90,7 +90,7 @@ def explain(model_paths, image_bytes, label, image_name="image"):
     when no model predicts it, a `UserError` lists what the models do predict.
     """
     from cpsd_tf import rundir
-    from cpsd_tf.data import pipeline
+    from cpsd_tf.data import preprocess
     from cpsd_tf.predict import check_image
 
     check_image(image_bytes, image_name)
@@ -100,7 +100,7 @@ def explain(model_paths, image_bytes, label, image_name="image"):
             raise UserError(f"{path}: cam needs a trained .keras model (a SavedModel keeps no layer to explain)")
         model = rundir.load_model(path)
         classes = rundir.model_classes(path, int(model.output_shape[-1]))
-        image = pipeline.preprocess_eval(image_bytes, int(model.input_shape[1])).numpy()  # [0, 1] RGB
+        image = preprocess.preprocess_eval(image_bytes, int(model.input_shape[1])).numpy()  # [0, 1] RGB
         row = {"name": _model_name(path), "path": str(path), "classes": classes, "owns": label in classes,
                "image": image, "heat": None, "probability": None}
         if row["owns"]:

@@ -14,7 +14,7 @@ under `<out>`, and deletes nothing there that it did not create.
 
 Signatures (inputs and outputs are batched, so TF Serving's row format works):
     serving_default  images:  string [None], encoded JPEG/PNG bytes; decoded, resized and scaled to
-                              [0, 1] in the graph exactly as evaluation does (`pipeline.preprocess_eval`).
+                              [0, 1] in the graph exactly as evaluation does (`preprocess.preprocess_eval`).
                               The model carries its own further preprocessing (its backbone includes it).
     pixels           pixels:  float32 [None, S, S, 3], RGB already decoded and resized, in [0, 1].
     Both return      probabilities: float32 [None, m] (sigmoid of the logits),
@@ -70,7 +70,7 @@ def _serving_module(model, class_names, image_size, classes_file, thresholds, th
     """A `tf.Module` holding `model` with the two serving functions and the class-name/threshold assets."""
     import tensorflow as tf
 
-    from cpsd_tf.data import pipeline
+    from cpsd_tf.data import preprocess
 
     class Serving(tf.Module):
         def __init__(self):
@@ -100,7 +100,7 @@ def _serving_module(model, class_names, image_size, classes_file, thresholds, th
 
                 check = tf.debugging.Assert(jpeg_or_png(encoded), [_DECODE_ERROR], name="decodable")
                 with tf.control_dependencies([check]):
-                    return pipeline.preprocess_eval(tf.identity(encoded), image_size)
+                    return preprocess.preprocess_eval(tf.identity(encoded), image_size)
 
             spec = tf.TensorSpec([image_size, image_size, 3], tf.float32)
             images = tf.map_fn(one, images, fn_output_signature=spec)
@@ -229,10 +229,10 @@ def verify(path, model, images):
     """
     import tensorflow as tf
 
-    from cpsd_tf.data import pipeline
+    from cpsd_tf.data import preprocess
 
     image_size = int(model.input_shape[1])
-    batch = tf.stack([pipeline.preprocess_eval(tf.constant(b), image_size) for b in images])
+    batch = tf.stack([preprocess.preprocess_eval(tf.constant(b), image_size) for b in images])
     expected = tf.sigmoid(tf.cast(model(batch, training=False), tf.float32)).numpy()
     path = Path(os.path.abspath(path))
     with tempfile.TemporaryDirectory(prefix="cpsd-tf-verify-") as scratch:

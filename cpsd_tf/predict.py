@@ -1,7 +1,7 @@
 """`cpsd-tf predict`: labels of image files from a `.keras` model or an exported SavedModel.
 
 Both kinds of model see the same input: the file's bytes, decoded, resized and scaled to [0, 1] RGB as
-evaluation does (`pipeline.preprocess_eval`); the model carries any further preprocessing itself.
+evaluation does (`preprocess.preprocess_eval`); the model carries any further preprocessing itself.
 A SavedModel runs its own `serving_default` signature, so predict exercises exactly what TF Serving would.
 
 A label is listed when its probability reaches the model's calibrated threshold for that class
@@ -82,7 +82,7 @@ class Predictor:
         """
         import tensorflow as tf
 
-        from cpsd_tf.data import pipeline
+        from cpsd_tf.data import preprocess
 
         names = names or [f"image {i}" for i in range(len(images))]
         for data, name in zip(images, names):
@@ -92,7 +92,7 @@ class Predictor:
             if self.classes is None:
                 self.classes = [c.decode() for c in out["classes"].numpy()[0]]
             return out["probabilities"].numpy()
-        batch = tf.stack([pipeline.preprocess_eval(tf.constant(b), self.image_size) for b in images])
+        batch = tf.stack([preprocess.preprocess_eval(tf.constant(b), self.image_size) for b in images])
         return tf.sigmoid(tf.cast(self.model(batch, training=False), tf.float32)).numpy()
 
 

@@ -2,7 +2,7 @@
 
 The student must be distilled towards what the teachers say about the very view it sees (the official code
 runs the teachers online on the student's batch). The repeated training stream of `pipeline.build` makes
-the view of record i in data pass e a pure function of (seed, e, i) (`pipeline.view_seed`), so the
+the view of record i in data pass e a pure function of (seed, e, i) (`preprocess.view_seed`), so the
 teachers' merged logits (ρ) of every (pass, record) can be computed once, before training, and shared by
 every student trained on the same stream (CPSD, CGPD, DGPD, SD, random):
 

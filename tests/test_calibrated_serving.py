@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from cpsd_tf import export, thresholds
 from cpsd_tf.cli import cli
-from cpsd_tf.data import pipeline
+from cpsd_tf.data import preprocess
 from cpsd_tf.models import build_model
 
 CLASSES = ["cat", "dog", "sky", "tree"]
@@ -23,7 +23,7 @@ def calibrated(tmp_path_factory):
     model = build_model("tiny_cnn", "linear", num_classes=len(CLASSES), image_size=SIZE)
     image = tf.io.encode_png(np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).numpy()
     (root / "img.png").write_bytes(image)
-    batch = pipeline.preprocess_eval(tf.constant(image), SIZE)[tf.newaxis]
+    batch = preprocess.preprocess_eval(tf.constant(image), SIZE)[tf.newaxis]
     probs = tf.sigmoid(model(batch, training=False)).numpy()[0]
     # class 0 and 2 just pass their threshold, 1 and 3 just miss theirs (any 0.5 rule would differ)
     cuts = np.where(np.arange(len(CLASSES)) % 2 == 0, probs - 1e-3, probs + 1e-3).clip(0, 1)

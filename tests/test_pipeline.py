@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from cpsd_tf.data import pipeline, records
+from cpsd_tf.data import pipeline, preprocess, records
 from cpsd_tf.data.augment_config import AugmentConfig
 from cpsd_tf.errors import UserError
 
@@ -84,8 +84,8 @@ def collect(ds):
 
 
 def test_preprocess_eval_eager_and_in_map(images):
-    eager = np.stack([pipeline.preprocess_eval(tf.constant(b), S).numpy() for b in images])
-    mapped = np.stack(list(tf.data.Dataset.from_tensor_slices(images).map(lambda b: pipeline.preprocess_eval(b, S))))
+    eager = np.stack([preprocess.preprocess_eval(tf.constant(b), S).numpy() for b in images])
+    mapped = np.stack(list(tf.data.Dataset.from_tensor_slices(images).map(lambda b: preprocess.preprocess_eval(b, S))))
     np.testing.assert_array_equal(eager, mapped)
     assert eager.shape == (len(images), S, S, 3) and eager.dtype == np.float32
     assert eager.min() >= 0 and eager.max() <= 1
@@ -111,14 +111,14 @@ def test_multi_hot_eager_and_in_map():
 
 def test_preprocess_train_is_stateless_eager_and_in_map(images):
     cfg = AugmentConfig.model_validate({**FULL_AUGMENT.model_dump(), "crop": {"scale": (0.5, 1.0)}})
-    fn = lambda b, s: pipeline.preprocess_train(b, s, S, cfg)  # noqa: E731
+    fn = lambda b, s: preprocess.preprocess_train(b, s, S, cfg)  # noqa: E731
     seed = np.array([4, 2], np.int64)
     eager = fn(tf.constant(images[0]), tf.constant(seed)).numpy()
     mapped = next(iter(tf.data.Dataset.from_tensors((images[0], seed)).map(fn))).numpy()
     np.testing.assert_allclose(eager, mapped, atol=1e-6)
     assert eager.shape == (S, S, 3) and eager.dtype == np.float32 and 0 <= eager.min() and eager.max() <= 1
-    plain = pipeline.preprocess_train(tf.constant(images[0]), tf.constant(seed), S, None).numpy()
-    np.testing.assert_array_equal(plain, pipeline.preprocess_eval(tf.constant(images[0]), S).numpy())
+    plain = preprocess.preprocess_train(tf.constant(images[0]), tf.constant(seed), S, None).numpy()
+    np.testing.assert_array_equal(plain, preprocess.preprocess_eval(tf.constant(images[0]), S).numpy())
 
 
 # --- build -------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def test_normalize_is_gone(data_dir, images):
     with pytest.raises(TypeError):
         pipeline.build(data_dir, "train", image_size=S, batch_size=4, training=False, normalize="unit")
     with pytest.raises(TypeError):
-        pipeline.preprocess_eval(tf.constant(images[0]), S, "unit")
+        preprocess.preprocess_eval(tf.constant(images[0]), S, "unit")
 
 
 # --- reproducible views: (seed, pass, index) -> image ---------------------------------------------------
@@ -320,9 +320,9 @@ def test_with_pass_needs_repeat_when_training_and_is_zero_for_evaluation(data_di
 
 
 def test_view_seed_is_pure_and_distinct():
-    seeds = {tuple(pipeline.view_seed(s, e, i).numpy()) for s in (0, 1) for e in range(3) for i in range(4)}
+    seeds = {tuple(preprocess.view_seed(s, e, i).numpy()) for s in (0, 1) for e in range(3) for i in range(4)}
     assert len(seeds) == 24
-    np.testing.assert_array_equal(pipeline.view_seed(3, 2, 7), pipeline.view_seed(3, tf.constant(2, tf.int64), 7))
+    np.testing.assert_array_equal(preprocess.view_seed(3, 2, 7), preprocess.view_seed(3, tf.constant(2, tf.int64), 7))
     mapped = next(iter(tf.data.Dataset.from_tensors((tf.constant(2, tf.int64), tf.constant(7, tf.int64))).map(
-        lambda e, i: pipeline.view_seed(3, e, i))))
-    np.testing.assert_array_equal(mapped, pipeline.view_seed(3, 2, 7))
+        lambda e, i: preprocess.view_seed(3, e, i))))
+    np.testing.assert_array_equal(mapped, preprocess.view_seed(3, 2, 7))

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from cpsd_tf import export
 from cpsd_tf import recipe as recipe_mod
 from cpsd_tf.cli import cli
-from cpsd_tf.data import pipeline
+from cpsd_tf.data import preprocess
 from cpsd_tf.models import build_model
 
 CLASSES = ["cat", "dog", "red-3", "sky", "tree"]
@@ -31,7 +31,7 @@ def _images(count=4, seed=0):
 
 
 def _keras_probs(model, images):
-    batch = tf.stack([pipeline.preprocess_eval(tf.constant(b), SIZE) for b in images])
+    batch = tf.stack([preprocess.preprocess_eval(tf.constant(b), SIZE) for b in images])
     return tf.sigmoid(model(batch, training=False)).numpy()
 
 
@@ -111,7 +111,7 @@ def test_fresh_process_without_cpsd_tf_serves_the_keras_probabilities(run, expor
 def test_pixels_signature_and_bad_bytes(run, exported):
     loaded = tf.saved_model.load(str(exported["out"] / "1"))
     images = _images(3)
-    pixels = tf.stack([pipeline.to_unit(pipeline.decode_resize(tf.constant(b), SIZE)) for b in images])
+    pixels = tf.stack([preprocess.to_unit(preprocess.decode_resize(tf.constant(b), SIZE)) for b in images])
     out = loaded.signatures["pixels"](pixels=pixels)
     np.testing.assert_allclose(out["probabilities"].numpy(), _keras_probs(run["model"], images), atol=1e-5)
     assert out["classes"].shape == (3, len(CLASSES))

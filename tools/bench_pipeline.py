@@ -232,22 +232,22 @@ def per_op_table(pool, jpegs, size, n, rounds, batch):
     import tensorflow as tf
 
     from cpsd_tf.data import augment as aug
-    from cpsd_tf.data import pipeline
+    from cpsd_tf.data import preprocess
 
-    decoded = np.stack([pipeline.decode_resize(tf.constant(b), size).numpy() for b in jpegs])
+    decoded = np.stack([preprocess.decode_resize(tf.constant(b), size).numpy() for b in jpegs])
     seed_key = tf.constant(12345, tf.int64)
 
     def dataset(name):
         if name == "decode_resize":
             src = tf.data.Dataset.from_tensor_slices(jpegs)
-            fn = lambda i, b: pipeline.to_unit(pipeline.decode_resize(b, size))  # noqa: E731
+            fn = lambda i, b: preprocess.to_unit(preprocess.decode_resize(b, size))  # noqa: E731
         else:
             src = tf.data.Dataset.from_tensor_slices(decoded)
             if name == "cutout":
                 op = lambda x, s: aug.cutout(x, s, probability=1.0, size=0.5)  # noqa: E731
             else:
                 op = lambda x, s: aug.randaugment(x, s, num_ops=1, magnitude=MAGNITUDE, ops=(name,))  # noqa: E731
-            fn = lambda i, x: op(pipeline.to_unit(x), tf.stack([seed_key, i]))  # noqa: E731
+            fn = lambda i, x: op(preprocess.to_unit(x), tf.stack([seed_key, i]))  # noqa: E731
         ds = src.repeat().enumerate().map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
         return ds.map(lambda x: (x, 0)).batch(batch).prefetch(tf.data.AUTOTUNE)
 

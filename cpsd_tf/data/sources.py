@@ -119,7 +119,7 @@ def other_format(data: bytes):
 def _decoded(items: Sequence[Item]):
     """Yield (item, bytes or None) for every item, in order: None when TensorFlow cannot use the image.
 
-    Each file is read and decoded by the very decoder training uses (`pipeline.decode`), in a parallel
+    Each file is read and decoded by the very decoder training uses (`preprocess.decode`), in a parallel
     tf.data map, so what converts also trains. Only JPEG and PNG pass (the record schema); TensorFlow's
     decoder would also take BMP, GIF and WebP. A failing element is dropped by `ignore_errors` and shows
     as a gap in the item numbers, which keeps the fast path free of per-image Python work.
@@ -128,7 +128,7 @@ def _decoded(items: Sequence[Item]):
         items: list of `Item`, the images to read.
     """
     tf = records._tf()  # first, so TensorFlow loads quietly before `pipeline` imports it
-    from cpsd_tf.data.pipeline import decode
+    from cpsd_tf.data.preprocess import decode
 
     def load(i, path):
         data = tf.io.read_file(path)
@@ -159,7 +159,7 @@ def why_invalid(path) -> str:
         path: str or Path, the image file.
     """
     tf = records._tf()  # first, so TensorFlow loads quietly before `pipeline` imports it
-    from cpsd_tf.data.pipeline import decode
+    from cpsd_tf.data.preprocess import decode
 
     path = Path(path)
     try:
