@@ -6,7 +6,7 @@ per-class thresholds, one per line in the same order; 0.5 each for a model witho
 version = 1 + the largest integer folder already in `<out>`.
 
 Only verified models are published: the SavedModel is written into a hidden temporary folder
-`<out>/.<version>.tmp-XXXXXX` (same file system, so publishing is one rename), checked there in a fresh
+`<out>/.<version>.tmp-<random suffix>` (same file system, so publishing is one rename), checked there in a fresh
 process, and renamed to `<out>/<version>/` only after the check passes. A failed check, an error or
 Ctrl-C removes the temporary folder and publishes nothing. The rename never replaces a version that
 appeared meanwhile (a concurrent export): it takes the next free number instead. Export writes only
