@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from cpsd_tf import io, rundir, thresholds, train
+from cpsd_tf import convergence, io, rundir, thresholds, train
 from cpsd_tf import logits as logits_mod
 from cpsd_tf.data import pipeline, prepare
 from cpsd_tf.errors import UserError
@@ -138,6 +138,23 @@ def _teacher_ensembles(recipe, run_dir, splits):
     return out
 
 
+def _training(run_dir, model_dirs):
+    """[(name, `convergence.summary`)] of the run's full-label models, then of every finished teacher."""
+    rows = [(name, d) for name, d in model_dirs]
+    for teacher_set in ("cgp", "dgp"):
+        try:
+            rows += [(f"teacher {name}", d) for name, d, _ in rundir.teachers_of(run_dir, teacher_set)
+                     if rundir.model_is_done(d)]
+        except UserError:  # no partition yet
+            pass
+    out = []
+    for name, d in rows:
+        summary = convergence.summary(rundir.model_metrics(d))
+        if summary is not None:
+            out.append((name, summary))
+    return out
+
+
 def results(recipe, run_dir):
     """Evaluate every full-label model and the teacher ensembles on the eval splits; write results.json/.md."""
     run_dir = rundir.require_run_dir(run_dir)
@@ -152,11 +169,19 @@ def results(recipe, run_dir):
         models.update(_teacher_ensembles(recipe, run_dir, splits))
     if not models:
         raise UserError(f"{run_dir}: no trained model yet (train one with 'cpsd-tf baseline' or give --model)")
+    training = _training(run_dir, rundir.full_label_models(run_dir))
     report = {"models": {n: {s: {k: m[k] for k in TABLE_KEYS} for s, m in per.items()} for n, per in models.items()},
-              "details": models, "splits": splits}
-    tables, legend = report_text([(n, s, m) for n, per in models.items() for s, m in per.items()],
-                                 thresholds.selection_split(recipe))
+              "details": models, "splits": splits, "training": dict(training)}
+    select = thresholds.selection_split(recipe)
+    tables, legend = report_text([(n, s, m) for n, per in models.items() for s, m in per.items()], select)
+    if training:
+        text, rising = convergence.table(training, select)
+        tables += "\n\n" + text
     click.echo(tables)
+    if training and rising:
+        click.echo(f"note: {', '.join(rising)} still rose by >= {convergence.RISE_POINTS:g} val mAP in the last "
+                   f"quarter of training: compare after training longer (baseline.epochs, teachers.epochs, "
+                   f"distill.epochs)", err=True)
     json_path, md_path = run_dir / rundir.RESULTS_JSON, run_dir / rundir.RESULTS_MD
     png_path = run_dir / rundir.RESULTS_PNG
     if _try_write(lambda: io.write_json(json_path, report), json_path):

@@ -132,6 +132,16 @@ def test_tiny_end_to_end_run_restart_and_provenance(tmp_path):
         assert set(per_split) == {"test", "test_ood"}
         assert set(per_split["test"]) == {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"}
     assert "cpsd" in (run / "results.md").read_text()
+    # how far each model got: epochs, best epoch and val mAP, for the models and each teacher
+    training = report["training"]  # a teacher none of whose classes has a positive in val has no val mAP
+    assert {"baseline", "cpsd"} <= set(training) <= {"baseline", "cpsd", "teacher cgp-0", "teacher cgp-1",
+                                                     "teacher dgp-0", "teacher dgp-1"}
+    for name, summary in training.items():
+        metrics = rundir.model_metrics(run / ("baseline" if name == "baseline" else "student" if name == "cpsd"
+                                              else "teachers/" + name.split()[1]))
+        assert summary["epochs"] == metrics["epochs"] and summary["best_epoch"] == metrics["best_epoch"]
+        assert summary["best_val_mAP"] == pytest.approx(metrics["select_metrics"]["mAP"])
+    assert "Training (val mAP on 'val'" in (run / "results.md").read_text()
     assert rundir.model_is_done(run / "student")
     assert "(online targets)" in result.output and not (run / "logits" / "cgp.npy").exists()
     # One TensorBoard log root: `tensorboard --logdir <run>` finds every model's loss, lr and val mAP.
