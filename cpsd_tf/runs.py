@@ -69,6 +69,12 @@ def verdict(report, student):
         word = "above" if delta > 0 else "below" if delta < 0 else "level with"
         lines.append(f"{student} is {word} the baseline on {split}: {metrics['mAP']:.2f} vs {base['mAP']:.2f} mAP "
                      f"({delta:+.2f})")
+    training = report.get("training", {})
+    rising = [f"{name} (val mAP {training[name]['last_quarter_rise']:+.2f} in its last quarter)"
+              for name in ("baseline", student) if training.get(name, {}).get("rising")]
+    if lines and rising:
+        lines.append(f"not settled: {' and '.join(rising)} still rising when training stopped; train longer "
+                     f"before reading this")
     return lines
 
 

@@ -38,6 +38,12 @@ def test_verdict_says_plainly_where_the_student_stands():
         "cpsd is below the baseline on test_ood: 39.00 vs 40.00 mAP (-1.00)",
     ]
     assert runs.verdict({"models": {"cpsd": {}}}, "cpsd") == []
+    report["training"] = {"baseline": {"rising": True, "last_quarter_rise": 1.5},
+                          "cpsd": {"rising": False, "last_quarter_rise": 0.1}}
+    assert runs.verdict(report, "cpsd")[2] == ("not settled: baseline (val mAP +1.50 in its last quarter) still "
+                                               "rising when training stopped; train longer before reading this")
+    report["training"]["baseline"]["rising"] = False
+    assert len(runs.verdict(report, "cpsd")) == 2
 
 
 def test_the_run_names_the_paths_it_wrote(tmp_path):
