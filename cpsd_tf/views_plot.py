@@ -16,7 +16,8 @@ import textwrap
 
 import numpy as np
 
-from cpsd_tf import io
+from cpsd_tf import io, train, views
+from cpsd_tf.errors import UserError
 
 MODELS = ("distill", "baseline", "teachers")
 
@@ -39,9 +40,7 @@ def batch(recipe, model="distill", count=16, step=0):
     """
     import tensorflow as tf
 
-    from cpsd_tf import train, views
     from cpsd_tf.data import pipeline
-    from cpsd_tf.errors import UserError
 
     data, cfg = recipe.data, getattr(recipe, model).views
     size = min(recipe.train.batch_size, pipeline.num_examples(data.dir, data.train_split))
@@ -147,7 +146,6 @@ def plot(path, images, after, before, classes, title, outlines=None, dpi=150):
 def run(recipe, out, model="distill", count=16, step=0):
     """Draw the batch of `batch(...)` into `out`; return the line to print."""
     from cpsd_tf.data import records
-    from cpsd_tf.errors import UserError
 
     if model not in MODELS:
         raise UserError(f"--model: '{model}' is not one of {', '.join(MODELS)}")
