@@ -4,7 +4,7 @@ import json
 
 from click.testing import CliRunner
 
-from cpsd_tf import runs
+from cpsd_tf import rundir, runs
 from cpsd_tf.cli import cli
 
 from helpers_recipes import write_tiny_recipe
@@ -55,3 +55,40 @@ def test_the_run_names_the_paths_it_wrote(tmp_path):
     assert any(line.split() == ["student:", str(tmp_path / "student")] for line in lines)
     assert not any(line.strip().startswith(("figure:", "baseline:")) for line in lines)  # not written: not named
     assert lines[-1].endswith(f"tensorboard --logdir {tmp_path}")
+
+
+def test_equal_compute_baseline_trains_alone_as_long_as_the_teachers_and_student(tmp_path):
+    path = write_tiny_recipe(tmp_path, teachers={"epochs": 1}, distill={"epochs": 2})
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["baseline", "--recipe", str(path), "--equal-compute"])
+    assert result.exit_code == 2 and "cpsd-tf data build --recipe R" in result.output
+    assert CliRunner().invoke(cli, ["data", "build", "--recipe", str(path)]).exit_code == 0
+    result = CliRunner().invoke(cli, ["baseline", "--recipe", str(path), "--equal-compute"])
+    assert result.exit_code == 2 and "no partition yet" in result.output, result.output
+    assert not rundir.equal_compute_dir(run).exists()
+    assert CliRunner().invoke(cli, ["partition", "--recipe", str(path)]).exit_code == 0
+
+    result = CliRunner().invoke(cli, ["baseline", "--recipe", str(path), "--equal-compute"])
+    assert result.exit_code == 0, result.output
+    assert "6 epochs (= 2k teachers + student)" in result.output  # 2k = 4 teachers x 1 epoch + 2 student epochs
+    folder = rundir.equal_compute_dir(run)
+    assert rundir.model_is_done(folder) and not rundir.baseline_dir(run).exists()
+    assert rundir.model_metrics(folder)["epochs"] == 6
+    assert rundir.read_provenance(folder)["values"]["baseline_equal_compute.epochs"] == 6
+    again = CliRunner().invoke(cli, ["baseline", "--recipe", str(path), "--equal-compute"])
+    assert again.exit_code == 0 and "finished already, skipped" in again.output
+
+
+def test_equal_compute_counts_a_positive_images_teacher_at_its_share(tmp_path):
+    from cpsd_tf import baseline, recipe as recipe_mod
+    from cpsd_tf.data import records
+
+    path = write_tiny_recipe(tmp_path, teachers={"epochs": 3, "images": "positive"}, distill={"epochs": 2})
+    assert CliRunner().invoke(cli, ["data", "build", "--recipe", str(path)]).exit_code == 0
+    assert CliRunner().invoke(cli, ["partition", "--recipe", str(path)]).exit_code == 0
+    r = recipe_mod.load(path)
+    run = tmp_path / "run"
+    _, y = records.read_labels(r.data.dir, "train")
+    shares = [y[:, subset].any(axis=1).mean() for s in ("cgp", "dgp") for _, _, subset in rundir.teachers_of(run, s)]
+    assert len(shares) == 4 and min(shares) < 1  # a teacher skips the images without its labels
+    assert baseline.equal_compute_epochs(r, run) == round(3 * sum(shares) + 2) < 3 * len(shares) + 2

@@ -120,12 +120,18 @@ def pretrain(recipe, run_dir, overrides, force):
 @click.command("baseline")
 @recipe_options
 @force_option
-def baseline(recipe, run_dir, overrides, force):
+@click.option("--equal-compute", is_flag=True,
+              help="Train the equal-compute baseline instead (baseline_equal_compute/: as many epochs as the 2k "
+                   "teachers and the student together; needs partition.json), whatever reference.equal_compute says.")
+def baseline(recipe, run_dir, overrides, force, equal_compute):
     """Train the full-label baseline model."""
     r, directory = _writing(recipe, run_dir, overrides)
     from cpsd_tf import baseline as stage  # after the quiet TensorFlow import of _load
 
-    stage.run(r, directory, force=force)
+    if equal_compute:
+        stage.run_equal_compute(r, directory, force=force)
+    else:
+        stage.run(r, directory, force=force)
     _done(r, directory)
 
 
