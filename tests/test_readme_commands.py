@@ -1,5 +1,6 @@
-"""The README's cpsd-tf commands still parse: every verb and option exists, and every recipe they name loads
-with their --set overrides (a renamed key or a dropped option shows up here, not in a user's terminal)."""
+"""The documented cpsd-tf commands still parse (README, the recipes' headers, the scale-out scripts): every
+verb and option exists, and every recipe they name loads with their --set overrides (a renamed key or a
+dropped option shows up here, not in a user's terminal)."""
 
 import re
 import shlex
@@ -17,8 +18,9 @@ PLACEHOLDERS = {"S": "0", "R": "runs/readme-check", "KIND": "cutmix"}
 
 
 def readme_commands():
-    """Every `cpsd-tf ...` command of the README: in code blocks (continuation lines joined, one per shell
-    command) and in inline code, skipping the synopses of the command table (`[...]`, `a|b`, `…`)."""
+    """Every `cpsd-tf ...` command of the README (in code blocks, continuation lines joined, one per shell
+    command, and in inline code), and of the recipes' header comments and the scale-out scripts; the
+    synopses of the command table (`[...]`, `a|b`, `…`) are left out."""
     text = (ROOT / "README.md").read_text()
     found = []
     for language, block in re.findall(r"```(\w*)\n(.*?)```", text, re.S):
@@ -33,6 +35,12 @@ def readme_commands():
         span = " ".join(span.split())
         if span.startswith("cpsd-tf "):
             found.append(span)
+    for path in sorted((ROOT / "recipes").glob("*.yaml")) + sorted((ROOT / "docs" / "scale-out").glob("*.sh")):
+        lines = [re.sub(r"^#\s?", "", line) for line in path.read_text().splitlines()]
+        for line in re.sub(r"\\\n\s*", " ", "\n".join(lines)).splitlines():
+            match = re.match(r"\s*(cpsd-tf\s.*?)(\s+#.*|\s+\(.*)?$", line)  # a command, then its comment
+            if match:
+                found.append(match.group(1).strip())
     return [c for c in dict.fromkeys(found) if not any(_synopsis(a) for a in shlex.split(c))]
 
 
