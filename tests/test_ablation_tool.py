@@ -1,4 +1,5 @@
-"""`tools/ablation.py`: `--summarise-only --pick` (models of several runs per seed, summarised over the seeds) and `--jobs`."""
+"""`tools/ablation.py`: `--summarise-only --pick` (models of several runs per seed, summarised over the
+seeds) and `--jobs` (seeds side by side)."""
 
 import json
 import os
