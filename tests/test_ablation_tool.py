@@ -44,6 +44,10 @@ def test_picks_set_models_of_other_runs_side_by_side(tmp_path):
 FAKE_RUN = '''
 import json, os, sys, time
 args = sys.argv[1:]
+if args[:2] == ["data", "build"]:
+    with open("builds.txt", "a") as f:
+        f.write(f"{time.time()}\\n")
+    sys.exit(0)
 run_dir = args[args.index("--run-dir") + 1]
 seed = int([a for a in args if a.startswith("seed=")][0].split("=")[1])
 start = time.time()
@@ -72,6 +76,8 @@ def test_jobs_train_seeds_side_by_side_and_name_the_one_that_failed(tmp_path):
     assert run.returncode == 0, run.stderr
     a, b = (json.loads((tmp_path / "sweep" / f"seed-{s}" / "results.json").read_text()) for s in (0, 1))
     assert a["ran"][0] < b["ran"][1] and b["ran"][0] < a["ran"][1]  # the two seeds overlapped in time
+    built = [float(t) for t in (tmp_path / "builds.txt").read_text().split()]
+    assert len(built) == 1 and built[0] < min(a["ran"][0], b["ran"][0])  # the data once, before any seed
     assert a["threads"] == str(max(1, (os.cpu_count() or 1) // 2))
     assert (tmp_path / "sweep" / "seed-1.log").read_text().strip() == "training seed 1"
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())["summary"]

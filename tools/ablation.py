@@ -18,10 +18,11 @@ picked from several runs of each seed (`--pick LABEL=DIR:MODEL`, `{seed}` in DIR
 The training data stay the same for all seeds (`data.seed`); the seed changes initialisation, shuffling,
 augmentation and the partition's k-means.
 
-`--jobs N` trains N seeds at a time, each process with cores / N TensorFlow threads (unless
-TF_NUM_INTRAOP_THREADS is set) and its output in `<out>/seed-<S>.log`; a seed that fails does not stop the
-others, and the tool then exits non-zero naming it. On this 2-core machine, two single-thread runs side by
-side train at about 8 s per epoch each, where one alone (one thread) takes 6.5 s: scenes_ablation models.
+`--jobs N` builds the recipe's data set first, then trains N seeds at a time, each process with cores / N
+TensorFlow threads (unless TF_NUM_INTRAOP_THREADS is set) and its output in `<out>/seed-<S>.log`; a seed
+that fails does not stop the others, and the tool then exits non-zero naming it. On this 2-core machine,
+two single-thread runs side by side train at about 8 s per epoch each, where one alone (one thread) takes
+6.5 s: scenes_ablation models.
 """
 
 import argparse
@@ -107,6 +108,13 @@ def train_seeds(recipe, seeds, out, overrides, jobs=1):
     env = dict(os.environ)
     if jobs > 1:
         env.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+        # The seeds share data.dir: build it once first, so that no two processes generate it together.
+        build = [sys.executable, "-m", "cpsd_tf", "data", "build", "--recipe", recipe]
+        for o in overrides:
+            build += ["--set", o]
+        print(f"== data: {' '.join(build)}", flush=True)
+        if subprocess.run(build, env=env).returncode != 0:
+            sys.exit("the data set could not be built; no seed was started")
     out.mkdir(parents=True, exist_ok=True)
 
     def one(seed):
