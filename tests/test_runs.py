@@ -92,3 +92,37 @@ def test_equal_compute_counts_a_positive_images_teacher_at_its_share(tmp_path):
     shares = [y[:, subset].any(axis=1).mean() for s in ("cgp", "dgp") for _, _, subset in rundir.teachers_of(run, s)]
     assert len(shares) == 4 and min(shares) < 1  # a teacher skips the images without its labels
     assert baseline.equal_compute_epochs(r, run) == round(3 * sum(shares) + 2) < 3 * len(shares) + 2
+
+
+def test_two_processes_starting_on_new_data_generate_it_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from cpsd_tf import recipe as recipe_mod
+    from cpsd_tf.data import prepare, scenes
+
+    calls = []
+    real = scenes.generate
+
+    def slow_generate(out, config, seed):
+        calls.append(out)
+        time.sleep(1.0)  # the other caller arrives while this one is still writing
+        return real(out, config, seed=seed)
+
+    monkeypatch.setattr(scenes, "generate", slow_generate)
+    r = recipe_mod.load(write_tiny_recipe(tmp_path))
+    errors = []
+
+    def build():
+        try:
+            prepare.run(r)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(calls) == 1
+    assert prepare.is_done(r) and sorted(p.name for p in tmp_path.iterdir()) == [".data.lock", "data", "r.yaml"]

@@ -5,8 +5,11 @@ other settings is refused (never silently served the old images). A folder that 
 not write is never written into.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import click
@@ -94,7 +97,8 @@ def run(recipe, run_dir=None, force=False) -> Path:
 
     The data set is built in a temporary folder beside `data.dir` and renamed into place when complete,
     so an interrupted generation leaves nothing that looks finished. An existing folder is replaced only
-    with `force` and only when cpsd-tf generated it (its `generator.json`).
+    with `force` and only when cpsd-tf generated it (its `generator.json`). Processes that start together
+    generate it once (`_generating`).
     """
     data_dir = Path(recipe.data.dir)
     ours = (data_dir / GENERATOR_FILE).is_file()
@@ -109,8 +113,31 @@ def run(recipe, run_dir=None, force=False) -> Path:
             f"data.dir '{data_dir}' holds files that are not a cpsd-tf data set (no {records.DATASET_JSON}); "
             f"cpsd-tf will not write into it: point data.dir at a new or empty folder"
         )
-    click.echo(f"[data] generating {data_dir} ({recipe.data.generator}, seed {recipe.data.seed})")
-    with io.atomic_path(data_dir, replace_ours=ours) as tmp:
-        scenes.generate(tmp, recipe.data.scenes, seed=recipe.data.seed)
-        io.write_json(tmp / GENERATOR_FILE, generator_settings(recipe))
+    with _generating(data_dir):
+        if is_done(recipe) and not force:
+            return require(recipe)  # another process generated it while this one waited
+        ours = (data_dir / GENERATOR_FILE).is_file()
+        click.echo(f"[data] generating {data_dir} ({recipe.data.generator}, seed {recipe.data.seed})")
+        with io.atomic_path(data_dir, replace_ours=ours) as tmp:
+            scenes.generate(tmp, recipe.data.scenes, seed=recipe.data.seed)
+            io.write_json(tmp / GENERATOR_FILE, generator_settings(recipe))
     return require(recipe)
+
+
+@contextlib.contextmanager
+def _generating(data_dir):
+    """Hold `.<data.dir name>.lock` beside `data.dir` while generating it: two runs started together on
+    a new data set (e.g. seeds side by side) generate it once, and the second never replaces the folder
+    under the first. An OS lock: it dies with its process."""
+    path = data_dir.parent / f".{data_dir.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            click.echo(f"[data] waiting for another process generating {data_dir}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
