@@ -125,4 +125,4 @@ def test_two_processes_starting_on_new_data_generate_it_once(tmp_path, monkeypat
     for t in threads:
         t.join()
     assert not errors and len(calls) == 1
-    assert prepare.is_done(r) and sorted(p.name for p in tmp_path.iterdir()) == [".data.lock", "data", "r.yaml"]
+    assert prepare.is_done(r) and sorted(p.name for p in tmp_path.iterdir()) == ["data", "r.yaml"]  # no lock file

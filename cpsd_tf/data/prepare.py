@@ -126,18 +126,20 @@ def run(recipe, run_dir=None, force=False) -> Path:
 
 @contextlib.contextmanager
 def _generating(data_dir):
-    """Hold `.<data.dir name>.lock` beside `data.dir` while generating it: two runs started together on
-    a new data set (e.g. seeds side by side) generate it once, and the second never replaces the folder
-    under the first. An OS lock: it dies with its process."""
-    path = data_dir.parent / f".{data_dir.name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold the OS lock of the folder that holds `data.dir` while generating it: two runs started together
+    on a new data set (e.g. seeds side by side) generate it once, and the second never replaces the folder
+    under the first. The lock is taken on the folder itself, so nothing is written there; it dies with its
+    process. Where folders cannot be locked (some network file systems), generation goes on unlocked."""
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir.parent, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            click.echo(f"[data] waiting for another process generating {data_dir}")
+            click.echo(f"[data] waiting for another process generating data in {data_dir.parent}")
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # no folder locks here
         yield
     finally:
         os.close(fd)  # releases the lock
