@@ -1,4 +1,5 @@
-"""Test options: `large` tests (real keras.applications backbones, slower) run only with --run-large."""
+"""Test options (`large` tests, real keras.applications backbones, run only with --run-large) and the tiny
+CPSD run that several modules read."""
 
 import os
 
@@ -19,3 +20,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "large" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_cpsd_run(tmp_path_factory):
+    """`cpsd-tf run` of the tiny recipe (2 epochs, k = 2, the CPSD student with online targets), trained once
+    per session: the folder `run` beside its recipe `r.yaml`, its data `data` and what it printed, `output.txt`.
+    Read it only; a test that changes it works on `helpers_recipes.copy_run(tiny_cpsd_run, tmp_path)`."""
+    from click.testing import CliRunner
+
+    from cpsd_tf.cli import cli
+
+    from helpers_recipes import write_tiny_recipe
+
+    root = tmp_path_factory.mktemp("tiny-cpsd")
+    result = CliRunner().invoke(cli, ["run", "--recipe", str(write_tiny_recipe(root, epochs=2))])
+    assert result.exit_code == 0, result.output
+    (root / "output.txt").write_text(result.output)  # what the run printed
+    return root / "run"

@@ -1,6 +1,7 @@
 """A tiny recipe over generated scenes data (32 px, a few dozen images), for stage tests."""
 
 import json
+import shutil
 
 
 def write_tiny_recipe(root, *, train=48, val=16, test=16, epochs=1, **sections):
@@ -21,3 +22,14 @@ def write_tiny_recipe(root, *, train=48, val=16, test=16, epochs=1, **sections):
     path = root / "r.yaml"
     path.write_text(json.dumps(tree))
     return path
+
+
+def copy_run(run, root):
+    """Copy a tiny run made by `write_tiny_recipe` (its recipe, data and run folder) into `root`, with the
+    absolute paths its recipes name moved along; return the copy's recipe path."""
+    src = run.parent
+    shutil.copytree(src, root, dirs_exist_ok=True)
+    for name in ("r.yaml", "run/recipe.yaml"):
+        path = root / name
+        path.write_text(path.read_text().replace(str(src), str(root)))
+    return root / "r.yaml"

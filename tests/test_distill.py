@@ -11,7 +11,7 @@ from cpsd_tf.cli import cli
 from cpsd_tf.data import pipeline, records
 from cpsd_tf.losses import AsymmetricLoss, DistillationLoss, distill_weights
 
-from helpers_recipes import write_tiny_recipe
+from helpers_recipes import copy_run
 from helpers_events import event_tags
 
 
@@ -121,11 +121,10 @@ def test_online_targets_equal_cached_targets():
     np.testing.assert_allclose(np.asarray(captured["y"])[:, m:], cached, rtol=1e-5, atol=1e-5)
 
 
-def test_tiny_end_to_end_run_restart_and_provenance(tmp_path):
-    path = write_tiny_recipe(tmp_path)
-    result = CliRunner().invoke(cli, ["run", "--recipe", str(path)])
-    assert result.exit_code == 0, result.output
+def test_tiny_end_to_end_run_restart_and_provenance(tiny_cpsd_run, tmp_path):
+    path = copy_run(tiny_cpsd_run, tmp_path)  # a full `cpsd-tf run`: 2 epochs, k = 2, online CPSD
     run = tmp_path / "run"
+    assert (run / "recipe.yaml").read_text().count(str(tmp_path)) == 2  # run_dir and data.dir moved along
     report = json.loads((run / "results.json").read_text())
     assert set(report["models"]) == {"baseline", "cpsd", "teachers_cgp", "teachers_dgp", "teachers_ensemble"}
     for per_split in report["models"].values():
@@ -143,7 +142,7 @@ def test_tiny_end_to_end_run_restart_and_provenance(tmp_path):
         assert summary["best_val_mAP"] == pytest.approx(metrics["select_metrics"]["mAP"])
     assert "Training (val mAP on 'val'" in (run / "results.md").read_text()
     assert rundir.model_is_done(run / "student")
-    assert "(online targets)" in result.output and not (run / "logits" / "cgp.npy").exists()
+    assert "(online targets)" in (tmp_path / "output.txt").read_text() and not (run / "logits" / "cgp.npy").exists()
     # One TensorBoard log root: `tensorboard --logdir <run>` finds every model's loss, lr and val mAP.
     logged = {p.parent.relative_to(run).as_posix() for p in run.glob("**/tensorboard")} - {"."}  # .: partition image
     assert logged == {"baseline", "student", "teachers/cgp-0", "teachers/cgp-1", "teachers/dgp-0", "teachers/dgp-1"}
@@ -182,7 +181,7 @@ def test_tiny_end_to_end_run_restart_and_provenance(tmp_path):
     exported = CliRunner().invoke(cli, ["logits", "--recipe", str(path), *views])
     assert exported.exit_code == 0, exported.output
     table = np.load(run / "logits" / "views" / "cgp.npy")
-    assert table.shape == (1, 48, 30) and table.dtype == np.float16 and np.isfinite(table).all()
+    assert table.shape == (2, 48, 30) and table.dtype == np.float16 and np.isfinite(table).all()
     redone = CliRunner().invoke(cli, ["distill", "--recipe", str(path), *views, "--force"])
     assert redone.exit_code == 0, redone.output
     assert "(cached_views targets)" in redone.output
@@ -203,7 +202,7 @@ def test_tiny_end_to_end_run_restart_and_provenance(tmp_path):
     table = np.load(run / "logits" / "views" / "dgp.mixed.npy")
     assert table.shape == (student["epochs"] * student["steps_per_epoch"], student["batch_size"], 30)
     assert table.dtype == np.float16 and np.isfinite(table).all()
-    assert np.load(run / "logits" / "views" / "cgp.npy").shape == (1, 48, 30)  # the unmixed table is kept apart
+    assert np.load(run / "logits" / "views" / "cgp.npy").shape == (2, 48, 30)  # the unmixed table is kept apart
     redone = CliRunner().invoke(cli, ["distill", "--recipe", str(path), *mixed, "--force"])
     assert redone.exit_code == 0, redone.output
     assert "(cached_views targets, cutmix views)" in redone.output

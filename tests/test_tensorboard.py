@@ -11,15 +11,11 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from cpsd_tf import distill
 from cpsd_tf import recipe as recipe_mod
 from cpsd_tf import tensorboard as tb
-from cpsd_tf.cli import cli
 from cpsd_tf.losses import DistillationLoss
-
-from helpers_recipes import write_tiny_recipe
 
 
 def _accumulator(log_dir):
@@ -153,14 +149,10 @@ def test_online_terms_sum_to_the_loss_and_change_nothing():
 
 # --- a tiny run: baseline, teachers, student -----------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """`cpsd-tf run` of a tiny recipe: 2 epochs, k = 2, the CPSD student with online targets."""
-    root = tmp_path_factory.mktemp("tb")
-    path = write_tiny_recipe(root, epochs=2)
-    result = CliRunner().invoke(cli, ["run", "--recipe", str(path)])
-    assert result.exit_code == 0, result.output
-    return root / "run"
+@pytest.fixture
+def tiny_run(tiny_cpsd_run):
+    """`cpsd-tf run` of a tiny recipe: 2 epochs, k = 2, the CPSD student with online targets (conftest)."""
+    return tiny_cpsd_run
 
 
 def _history(model_dir):
